@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when present (npm run build), otherwise the TypeScript source through tsx.
+// In a checkout the TypeScript source runs through tsx, so a stale dist/ can never shadow it;
+// an installed package ships only dist/ (npm run build).
 import { existsSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
-const compiled = fileURLToPath(new URL('../dist/builder/cli.js', import.meta.url));
-if (existsSync(compiled)) {
-  await import(pathToFileURL(compiled).href);
-} else {
+const source = new URL('../builder/cli.ts', import.meta.url);
+if (existsSync(fileURLToPath(source))) {
   const { register } = await import('tsx/esm/api');
   register();
-  await import(new URL('../builder/cli.ts', import.meta.url).href);
+  await import(source.href);
+} else {
+  await import(new URL('../dist/builder/cli.js', import.meta.url).href);
 }

@@ -1,0 +1,211 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, type Stats } from 'node:fs';
+import { lstat, mkdir, readdir, readFile, readlink, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { resolveDebInput } from '../inputs/deb-input.ts';
+import type { InputContext, InputLock } from '../inputs/types.ts';
+import { profileInputs } from '../lock/sources.ts';
+import { resolvePin } from '../lock/lock.ts';
+import type { LoadedProfile } from '../profile/load.ts';
+import { mapLocalPaths } from '../profile/paths.ts';
+import type { Input, Profile } from '../profile/schema.ts';
+import { compareBytes } from '../tree/tree.ts';
+import { canonicalJson, sha256Hex } from '../util/hash.ts';
+
+/**
+ * What a stage key says about the profile: the resolved profile with every local path
+ * replaced by a digest of what is there (a file's bytes and execute bit, a directory's whole
+ * tree), and every fetched input annotated with what it resolves to (the packages' pinned
+ * versions and sha256s, an image's manifest digest). Keys built from it are the same on every
+ * machine and checkout, and change exactly when a byte the build reads changes.
+ *
+ * Nothing here downloads or unpacks an input: a warm rebuild must not touch them at all.
+ */
+
+export interface IdentifiedProfile {
+  /** The profile as JSON, local paths as `local:<sha256>`, inputs with a `resolved` digest. */
+  profile: Record<string, unknown>;
+  /** Digest of the profile without `site` (what the shared OS artifacts of a fleet are named by). */
+  baseDigest: string;
+}
+
+/** sha256 of a file's bytes, streamed. */
+async function fileSha(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+/** Contents hashed by this process, by path, valid while the file's stat stays the same. */
+const memo = new Map<string, { sig: string; sha256: string }>();
+
+async function memoSha(path: string, st: Stats): Promise<string> {
+  const sig = `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
+  const m = memo.get(path);
+  if (m?.sig === sig) return m.sha256;
+  const sha256 = await fileSha(path);
+  memo.set(path, { sig, sha256 });
+  return sha256;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: false });
+
+/**
+ * A directory as `dir:` reads it (builder/inputs/dir.ts): names in byte order, type, for files
+ * the execute bit and the bytes, symlink targets, device numbers, hard links by the first path
+ * of their inode; sockets skipped. Ownership, times and other mode bits are not read by the
+ * input, so they do not count here either.
+ */
+export async function dirIdentity(root: string): Promise<string> {
+  const h = createHash('sha256');
+  const inodes = new Map<string, string>();
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    const names = (await readdir(dir, { encoding: 'buffer' })).map((b) => utf8.decode(b)).sort(compareBytes);
+    const stats = await Promise.all(names.map((n) => lstat(join(dir, n))));
+    const subdirs: [string, string][] = [];
+    for (let i = 0; i < names.length; i++) {
+      const st = stats[i]!;
+      const p = join(dir, names[i]!);
+      const r = rel ? `${rel}/${names[i]}` : names[i]!;
+      if (st.isSocket()) continue;
+      if (!st.isDirectory() && st.nlink > 1) {
+        const ino = `${st.dev}:${st.ino}`;
+        const first = inodes.get(ino);
+        if (first !== undefined) {
+          h.update(`${r}\0link\0${first}\n`);
+          continue;
+        }
+        inodes.set(ino, r);
+      }
+      if (st.isDirectory()) {
+        h.update(`${r}\0dir\n`);
+        subdirs.push([p, r]);
+      } else if (st.isFile()) h.update(`${r}\0file\0${st.mode & 0o100 ? 'x' : '-'}\0${st.size}\0${await memoSha(p, st)}\n`);
+      else if (st.isSymbolicLink()) h.update(`${r}\0symlink\0${await readlink(p)}\n`);
+      else if (st.isCharacterDevice() || st.isBlockDevice()) h.update(`${r}\0dev\0${st.isCharacterDevice() ? 'c' : 'b'}\0${st.rdev}\0${st.mode & 0o777}\n`);
+      else if (st.isFIFO()) h.update(`${r}\0fifo\0${st.mode & 0o777}\n`);
+    }
+    for (const [p, r] of subdirs) await walk(p, r);
+  };
+  await walk(root, '');
+  return h.digest('hex');
+}
+
+/** A local path's content identity: a directory's tree, a file's bytes and execute bit. */
+export async function localIdentity(path: string): Promise<string> {
+  try {
+    const st = await stat(path);
+    if (st.isDirectory()) return `dir:${await dirIdentity(path)}`;
+    if (st.isFile()) return `file:${st.mode & 0o100 ? 'x' : '-'}:${await memoSha(path, st)}`;
+    return `other:${st.mode}`;
+  } catch (err) {
+    // The stage that reads it will fail with the input's own message; the key only has to differ.
+    return `unreadable:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+  }
+}
+
+/**
+ * What `apt-cache show` answers depends on the package lists and apt's configuration only;
+ * their names, sizes and times stand for them, so an unpinned `deb:` input is resolved once
+ * per `apt-get update` rather than once per build.
+ */
+export async function aptFingerprint(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const h = createHash('sha256');
+  h.update(`APT_CONFIG=${env.APT_CONFIG ?? ''}\n`);
+  const add = async (path: string) => {
+    const st = await stat(path).catch(() => undefined);
+    h.update(`${path}\0${st ? `${st.size}:${st.mtimeMs}` : '-'}\n`);
+  };
+  for (const d of ['/var/lib/apt/lists', '/etc/apt/sources.list.d', '/etc/apt/preferences.d', '/etc/apt/apt.conf.d']) {
+    for (const n of (await readdir(d).catch(() => [] as string[])).sort()) await add(join(d, n));
+  }
+  for (const f of ['/etc/apt/sources.list', '/etc/apt/preferences', '/var/lib/dpkg/status', '/var/lib/dpkg/arch']) await add(f);
+  return h.digest('hex');
+}
+
+let aptPrint: Promise<string> | undefined;
+
+type DebSpec = Extract<Input, { deb: unknown }>;
+
+/** Resolutions under way in this process, so one input named twice (busybox) asks apt once. */
+const resolving = new Map<string, Promise<unknown>>();
+let tmpCounter = 0;
+
+/** The pins a `deb:` input resolves to, from the lock, else from a memo keyed by apt's state, else from apt. */
+async function debResolution(input: DebSpec, identified: unknown, opts: IdentifyOptions): Promise<unknown> {
+  const pin = opts.lock?.pin(input);
+  if (pin && 'deb' in pin) return pin.deb.map((p) => ({ package: p.package, version: p.version, sha256: p.sha256 }));
+  aptPrint ??= aptFingerprint();
+  const memoKey = sha256Hex(canonicalJson({ input: identified, apt: await aptPrint }));
+  const path = join(opts.memoDir ?? join(opts.cacheDir, 'stages'), 'resolve', `${memoKey}.json`);
+  let p = resolving.get(path);
+  if (!p) {
+    p = (async () => {
+      try {
+        return JSON.parse(await readFile(path, 'utf8')) as unknown;
+      } catch {
+        /* not resolved yet on this machine */
+      }
+      const pins = (await resolveDebInput(input)).map((x) => ({ package: x.package, version: x.version, sha256: x.sha256 }));
+      try {
+        await mkdir(dirname(path), { recursive: true });
+        const tmp = `${path}.${process.pid}-${tmpCounter++}.tmp`;
+        await writeFile(tmp, JSON.stringify(pins));
+        await rename(tmp, path);
+      } catch {
+        /* only a memo: the next build asks apt again */
+      }
+      return pins;
+    })();
+    resolving.set(path, p);
+    p.finally(() => resolving.delete(path)).catch(() => {});
+  }
+  return p;
+}
+
+async function ociResolution(input: Extract<Input, { oci: string }>, opts: IdentifyOptions): Promise<unknown> {
+  const pin = opts.lock?.pin(input);
+  if (pin && 'oci' in pin) return pin.oci.manifest;
+  const ctx: InputContext = { cacheDir: opts.cacheDir, arch: opts.arch, ...(opts.registry ? { registry: opts.registry } : {}) };
+  const resolved = await resolvePin(input, ctx);
+  return resolved && 'oci' in resolved ? resolved.oci.manifest : null;
+}
+
+export interface IdentifyOptions {
+  cacheDir: string;
+  /** Where resolutions of unpinned `deb:` inputs are remembered (default `<cacheDir>/stages`). */
+  memoDir?: string;
+  arch: string;
+  lock?: InputLock;
+  registry?: InputContext['registry'];
+}
+
+function clone<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v)) as T;
+}
+
+/** See IdentifiedProfile. Errors resolving an input become part of its identity; the stage that loads it reports them. */
+export async function identifyProfile(loaded: LoadedProfile, opts: IdentifyOptions): Promise<IdentifiedProfile> {
+  const paths = new Set<string>();
+  mapLocalPaths(loaded.profile, (v) => {
+    paths.add(v);
+    return v;
+  });
+  const ids = new Map<string, string>();
+  await Promise.all([...paths].map(async (p) => ids.set(p, await localIdentity(p))));
+  const identified = clone(mapLocalPaths(loaded.profile, (v) => `local:${ids.get(v)}`)) as Profile;
+  const originals = profileInputs(loaded.profile);
+  const copies = profileInputs(identified);
+  await Promise.all(
+    originals.map(async ({ input }, i) => {
+      const copy = copies[i]!.input as Input & { resolved?: unknown };
+      try {
+        if ('deb' in input) copy.resolved = await debResolution(input, { deb: (copy as DebSpec).deb, depends: input.depends }, opts);
+        else if ('oci' in input) copy.resolved = await ociResolution(input, opts);
+      } catch (err) {
+        copy.resolved = { error: err instanceof Error ? err.message : String(err) };
+      }
+    }),
+  );
+  return { profile: identified as unknown as Record<string, unknown>, baseDigest: loaded.baseDigest ?? loaded.digest };
+}

@@ -1,0 +1,53 @@
+import type { Command } from 'commander';
+import { access } from 'node:fs/promises';
+import { runDisk, type RunOptions } from '../run/qemu.ts';
+import { InputError, OssifyError } from '../util/errors.ts';
+
+export function registerRunCommand(program: Command): void {
+  program
+    .command('run')
+    .description('boot a disk image in QEMU with OVMF, serial console on stdout')
+    .argument('<disk>', 'raw disk image')
+    .option('--expect <regex>', 'succeed only if the console prints a match')
+    .option('--timeout <seconds>', 'kill the VM after this many seconds', '120')
+    .option('--kvm', 'use KVM instead of TCG software emulation')
+    .option('--memory <MiB>', 'guest memory', '512')
+    .option('--snapshot', 'do not write to the disk image')
+    .option('--no-reboot', 'exit when the guest reboots')
+    .option('--disk <file...>', 'attach further raw disks')
+    .option('--secure-boot', 'boot with the Secure Boot OVMF build (enforced once keys are enrolled; a fresh VM starts in setup mode, where systemd-boot enrols the image\'s loader/keys/auto keys and resets)')
+    .option('--vars <file>', 'start from these OVMF variables (e.g. with keys already enrolled) instead of a blank store')
+    .option('--json', 'print the result as JSON instead of the console')
+    .action(async (disk: string, o: { expect?: string; timeout: string; kvm?: boolean; memory: string; snapshot?: boolean; reboot: boolean; disk?: string[]; json?: boolean; secureBoot?: boolean; vars?: string }) => {
+      await access(disk).catch(() => {
+        throw new InputError(`disk image ${disk} does not exist`);
+      });
+      let expect: RegExp | undefined;
+      try {
+        expect = o.expect === undefined ? undefined : new RegExp(o.expect);
+      } catch (err) {
+        throw new InputError(`--expect is not a valid regular expression: ${(err as Error).message}`);
+      }
+      const timeout = Number(o.timeout);
+      if (!Number.isFinite(timeout) || timeout <= 0) throw new InputError(`--timeout must be a positive number of seconds, not ${o.timeout}`);
+      const opts: RunOptions = { disk, timeout, memoryMiB: Number(o.memory), noReboot: !o.reboot };
+      if (expect) opts.expect = expect;
+      if (o.kvm) opts.kvm = true;
+      if (o.snapshot) opts.snapshot = true;
+      if (o.disk) opts.extraDisks = o.disk;
+      if (o.secureBoot) opts.secureBoot = true;
+      if (o.vars !== undefined) {
+        await access(o.vars).catch(() => {
+          throw new InputError(`--vars ${o.vars} does not exist`);
+        });
+        opts.varsFile = o.vars;
+      }
+      if (!o.json) opts.onOutput = (chunk) => process.stdout.write(chunk);
+      const r = await runDisk(opts);
+      if (o.json) process.stdout.write(`${JSON.stringify({ matched: r.matched, match: r.match, timedOut: r.timedOut, exitCode: r.exitCode, seconds: r.seconds })}\n`);
+      if (expect && !r.matched) {
+        throw new OssifyError(`the console never printed a match for /${o.expect}/${r.timedOut ? ` within ${timeout} s` : ''}`);
+      }
+      if (!expect && r.timedOut) throw new OssifyError(`the VM was still running after ${timeout} s`);
+    });
+}

@@ -1,0 +1,51 @@
+import type { Command } from 'commander';
+import { upgrade } from '../installer/upgrade.ts';
+import { addSourceOptions, intFlag, sourceFromFlags, stderrLog, type SourceCliFlags } from '../installer/cli-support.ts';
+
+interface UpgradeFlags extends SourceCliFlags {
+  disk: string;
+  tries: string;
+  cmdline?: string;
+  force?: boolean;
+  json?: boolean;
+}
+
+export function registerUpgradeCommand(program: Command): void {
+  addSourceOptions(
+    program
+      .command('upgrade')
+      .description('write a release into the inactive slot, verify it, and make it boot next on trial (boot counting falls back if it never comes up)'),
+  )
+    .requiredOption('--disk <file>', 'ossify disk image file or block device (not mounted)')
+    .option('--tries <n>', 'boot attempts before the new slot counts as bad', '3')
+    .option('--cmdline <args>', 'kernel arguments besides the slot\'s own (default: the release build\'s, else the active entry\'s)')
+    .option('--arch <arch>', 'architecture to take from a multi-arch image index')
+    .option('--force', 'upgrade even while the next-boot slot is still on trial')
+    .option('--json', 'print the result as JSON')
+    .action(async (f: UpgradeFlags) => {
+      const tries = intFlag(f.tries, '--tries', 1, 9)!;
+      const source = await sourceFromFlags(f);
+      try {
+        const r = await upgrade({
+          disk: f.disk,
+          source,
+          tries,
+          ...(f.cmdline !== undefined ? { cmdline: f.cmdline } : {}),
+          ...(f.force ? { force: true } : {}),
+          log: stderrLog,
+        });
+        const rel = source.release;
+        if (f.json) {
+          process.stdout.write(`${JSON.stringify({ ...r, release: { name: rel.name, version: rel.version } }, null, 2)}\n`);
+          return;
+        }
+        process.stdout.write(
+          r.alreadyInstalled
+            ? `${rel.name} ${rel.version} is already in slot ${r.slot} and boots next (${r.entryFile})\n`
+            : `upgraded slot ${r.slot} of ${f.disk} to ${rel.name} ${rel.version}; it boots next with ${tries} tries (${r.entryFile})\n`,
+        );
+      } finally {
+        await source.cleanup();
+      }
+    });
+}

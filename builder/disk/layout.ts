@@ -1,0 +1,49 @@
+import { derivedGuid } from '../util/guid.ts';
+
+/** GPT partition type GUIDs (Discoverable Partitions Specification). */
+export const PARTITION_TYPES = {
+  esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  rootX86_64: '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
+  linuxData: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
+} as const;
+
+export interface PartitionSpec {
+  label: string;
+  typeGuid: string;
+  guid: string;
+  size: number;
+}
+
+export interface DiskLayout {
+  diskGuid: string;
+  partitions: PartitionSpec[];
+}
+
+export const MiB = 1 << 20;
+
+/**
+ * The A/B layout: ESP, ROOT-A, ROOT-B, STATE. GUIDs are derived from the profile digest and
+ * the label, so the same profile always yields the same disk identity.
+ */
+export function abLayout(opts: { profileDigest: string; esp: number; root: number; state: number }): DiskLayout {
+  const part = (label: string, typeGuid: string, size: number): PartitionSpec => ({
+    label,
+    typeGuid,
+    guid: derivedGuid(opts.profileDigest, 'partition', label),
+    size,
+  });
+  return {
+    diskGuid: derivedGuid(opts.profileDigest, 'disk'),
+    partitions: [
+      part('ESP', PARTITION_TYPES.esp, opts.esp),
+      part('ROOT-A', PARTITION_TYPES.rootX86_64, opts.root),
+      part('ROOT-B', PARTITION_TYPES.rootX86_64, opts.root),
+      part('STATE', PARTITION_TYPES.linuxData, opts.state),
+    ],
+  };
+}
+
+/** Whole-disk size: 1 MiB in front for the primary GPT, the partitions, 1 MiB behind for the backup. */
+export function diskSizeFor(layout: DiskLayout): number {
+  return MiB + layout.partitions.reduce((n, p) => n + Math.ceil(p.size / MiB) * MiB, 0) + MiB;
+}

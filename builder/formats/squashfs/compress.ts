@@ -1,0 +1,110 @@
+import { inflateSync } from 'node:zlib';
+import { CompressorId } from './constants.ts';
+import { InputError } from '../../util/errors.ts';
+import { createDeflate } from './deflate.ts';
+import { createZstd } from './zstd.ts';
+
+export type CompressionName = 'gzip' | 'zstd' | 'xz' | 'none';
+
+/**
+ * A block compressor. `compress` returns `null` when the result would not be smaller than
+ * the input, so callers store the block raw (squashfs never stores an expanded block).
+ * Every implementation is pure and deterministic: same input, same level, same bytes, on
+ * any machine and in any thread.
+ */
+export interface Compressor {
+  readonly name: CompressionName;
+  readonly id: CompressorId;
+  readonly level: number;
+  /** Compressor options written after the superblock, or null when the defaults apply (as mksquashfs decides). */
+  readonly options: Uint8Array | null;
+  compress(data: Uint8Array): Uint8Array | null;
+  decompress(data: Uint8Array, maxSize: number): Uint8Array;
+}
+
+export interface CompressorSpec {
+  name: CompressionName;
+  level?: number;
+  blockSize: number;
+}
+
+/** mksquashfs' defaults: options are recorded only when they differ from these. */
+export const DEFAULT_LEVEL: Record<CompressionName, number> = { gzip: 9, zstd: 15, xz: 6, none: 0 };
+const LEVEL_RANGE: Record<CompressionName, [number, number]> = { gzip: [1, 9], zstd: [1, 22], xz: [0, 9], none: [0, 0] };
+
+export function validateSpec(spec: CompressorSpec): Required<CompressorSpec> {
+  if ((spec.name as string) === 'lz4') throw new InputError('lz4 is not supported', { hint: 'use gzip, zstd, xz or none' });
+  const level = spec.level ?? DEFAULT_LEVEL[spec.name];
+  const range = Object.hasOwn(LEVEL_RANGE, spec.name) ? LEVEL_RANGE[spec.name] : undefined;
+  if (!range) throw new InputError(`unknown compressor ${JSON.stringify(spec.name)}`, { hint: 'use gzip, zstd, xz or none' });
+  if (!Number.isInteger(level) || level < range[0] || level > range[1]) {
+    throw new InputError(`${spec.name} level must be an integer in ${range[0]}..${range[1]}, got ${spec.level}`);
+  }
+  return { name: spec.name, level, blockSize: spec.blockSize };
+}
+
+function u32le(...vals: number[]): Uint8Array {
+  const b = new Uint8Array(4 * vals.length);
+  const dv = new DataView(b.buffer);
+  vals.forEach((v, i) => dv.setUint32(i * 4, v, true));
+  return b;
+}
+
+/** Creates a ready-to-use compressor (loads WebAssembly where needed: zstd, xz). */
+export async function createCompressor(spec: CompressorSpec): Promise<Compressor> {
+  const { name, level, blockSize } = validateSpec(spec);
+  switch (name) {
+    case 'none':
+      return {
+        name,
+        id: CompressorId.Gzip,
+        level,
+        options: null,
+        compress: () => null,
+        decompress: (d, max) => zlibInflate(d, max),
+      };
+    case 'gzip': {
+      const z = await createDeflate(level, Math.max(blockSize, 8192));
+      return {
+        name,
+        id: CompressorId.Gzip,
+        level,
+        options: level === 9 ? null : concat(u32le(level), new Uint8Array([15, 0, 0, 0])),
+        compress: (d) => z.compress(d),
+        decompress: (d, max) => z.decompress(d, max),
+      };
+    }
+    case 'zstd': {
+      // Metadata blocks are 8 KiB, data blocks at most blockSize.
+      const z = await createZstd(level, Math.max(blockSize, 8192));
+      return {
+        name,
+        id: CompressorId.Zstd,
+        level,
+        options: level === 15 ? null : u32le(level),
+        compress: (d) => z.compress(d),
+        decompress: (d, max) => z.decompress(d, max),
+      };
+    }
+    case 'xz': {
+      const { createXz } = await import('./xz.ts');
+      return createXz(level, blockSize);
+    }
+  }
+}
+
+function zlibInflate(d: Uint8Array, max: number): Uint8Array {
+  return inflateSync(d, { maxOutputLength: Math.max(max, 1) });
+}
+
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

@@ -1,0 +1,196 @@
+/**
+ * The initramfs `/init`, a busybox `sh` script. It is static text (the module list lives in
+ * /etc/ossify/modules) so it can be reviewed as a whole. Contract with the rest of ossify:
+ *
+ * - kernel command line: `ossify.root=<GPT partition label>` (required),
+ *   `ossify.slot=<a|b>` (checked, informational), `ossify.rootwait=<seconds>` (default 10);
+ * - dm-verity (builder/boot/entries.ts verityCmdline): `ossify.verity=<root hash, 64 hex>` turns
+ *   it on and then `ossify.verity.salt=<hex>`, `ossify.verity.blocks=<data blocks of 4096>` and
+ *   `ossify.verity.hashoffset=<bytes from the partition start to the verity superblock>` are
+ *   required. The initramfs trusts nothing on the partition: every number comes from the
+ *   command line (inside the signed UKI under Secure Boot), and it maps
+ *   `/dev/mapper/root` with `dmsetup create` (a dmsetup from initramfs.programs, no udev:
+ *   DM_DISABLE_UDEV=1) and the table verityTable() documents, or, when the initramfs has
+ *   veritysetup instead, `veritysetup open --no-superblock` with the same numbers; either way
+ *   with `restart_on_corruption`:
+ *   a block that does not match its hash restarts the machine, which counts as a failed try;
+ *   the squashfs is then mounted from the mapped device;
+ * - the root partition holds a squashfs with `/sbin/init` and empty `/dev`, `/proc`, `/sys`
+ *   directories, onto which the initramfs moves its mounts;
+ * - every failure prints one line `ossify-initramfs: <reason>; rebooting` and reboots, never
+ *   a shell: systemd-boot's boot counting only works if a bad slot ends in a reboot. For the
+ *   same reason, when the command line sets no `panic=`, a panic (e.g. /sbin/init dying)
+ *   reboots after 10 s instead of hanging.
+ *
+ * Applets are called as `$bb <applet>` because the image has no applet symlinks, and must
+ * not have /bin/sh: the kernel falls back to running /bin/sh when /init cannot run.
+ */
+// A plain template literal: every shell `${` is escaped as `\${`.
+export const INIT_SCRIPT = `#!/bin/busybox sh
+# ossify initramfs /init (generated). See builder/initramfs/init-script.ts.
+bb=/bin/busybox
+
+# One line to every console: via the kernel log when /dev/kmsg is there, else /dev/console.
+# Few lines go to kmsg, so its rate limit (10 per 5 s) cannot swallow the failure line.
+say() {
+	line="ossify-initramfs: $2"
+	if [ -c /dev/kmsg ] && echo "<$1>$line" 2>/dev/null > /dev/kmsg; then
+		return 0
+	fi
+	echo "$line" 2>/dev/null > /dev/console || echo "$line"
+}
+
+fail() {
+	say 2 "$*; rebooting"
+	$bb sleep 1
+	$bb reboot -f
+	echo b 2>/dev/null > /proc/sysrq-trigger
+	# PID 1 must never exit or fall into a shell; wait for a watchdog or an operator.
+	while :; do $bb sleep 3600; done
+}
+
+$bb mount -t proc -o nosuid,nodev,noexec proc /proc || fail "cannot mount /proc"
+$bb mount -t sysfs -o nosuid,nodev,noexec sysfs /sys || fail "cannot mount /sys"
+$bb mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev || fail "cannot mount /dev"
+
+# Load every module; report failures together, and only fail if the root cannot be found.
+failed=
+count=0
+while read -r mod; do
+	[ -n "$mod" ] || continue
+	if err=$($bb insmod "$mod" 2>&1); then
+		count=$((count + 1))
+	else
+		failed="$failed \${mod##*/} (\${err##*: })"
+	fi
+done < /etc/ossify/modules
+[ -z "$failed" ] || say 3 "modules that failed to load:$failed"
+
+read -r cmdline < /proc/cmdline || fail "cannot read /proc/cmdline"
+root=
+slot=
+wait=10
+verity=
+vsalt=
+vblocks=
+vhashoffset=
+set -f
+for arg in $cmdline; do
+	case $arg in
+	ossify.root=*) root=\${arg#*=} ;;
+	ossify.slot=*) slot=\${arg#*=} ;;
+	ossify.rootwait=*) wait=\${arg#*=} ;;
+	ossify.verity=*) verity=\${arg#*=} ;;
+	ossify.verity.salt=*) vsalt=\${arg#*=} ;;
+	ossify.verity.blocks=*) vblocks=\${arg#*=} ;;
+	ossify.verity.hashoffset=*) vhashoffset=\${arg#*=} ;;
+	esac
+done
+set +f
+[ -n "$root" ] || fail "no ossify.root= on the kernel command line"
+case $slot in
+'' | a | b) ;;
+*) fail "ossify.slot=$slot is not a or b" ;;
+esac
+case $wait in
+'' | *[!0-9]*) fail "ossify.rootwait=$wait is not a whole number of seconds" ;;
+esac
+
+# Partitions appear asynchronously as their drivers probe: look until rootwait runs out.
+find_root() {
+	found=
+	matches=0
+	labels=
+	for u in /sys/class/block/*/uevent; do
+		[ -r "$u" ] || continue
+		name=
+		devname=
+		while IFS='=' read -r k v; do
+			case $k in
+			PARTNAME) name=$v ;;
+			DEVNAME) devname=$v ;;
+			esac
+		done < "$u"
+		[ -n "$name" ] || continue
+		labels="$labels $name"
+		if [ "$name" = "$root" ] && [ -n "$devname" ]; then
+			found="$found /dev/$devname"
+			matches=$((matches + 1))
+		fi
+	done
+}
+tries=$((wait * 10))
+while :; do
+	find_root
+	[ "$matches" -eq 0 ] || break
+	if [ "$tries" -le 0 ]; then
+		fail "no partition labelled $root after \${wait}s (labels seen:\${labels:- none}; modules loaded: $count\${failed:+, failed:$failed})"
+	fi
+	tries=$((tries - 1))
+	$bb usleep 100000
+done
+[ "$matches" -eq 1 ] || fail "$matches partitions are labelled $root:$found"
+dev=\${found# }
+
+# dm-verity: only the command line is trusted; the mapped device returns only blocks whose
+# hashes chain up to the root hash, and any other block restarts the machine.
+if [ -n "$verity" ]; then
+	case $verity in
+	*[!0-9a-f]*) fail "ossify.verity=$verity is not a lowercase hex root hash" ;;
+	esac
+	[ \${#verity} -eq 64 ] || fail "ossify.verity= is \${#verity} hex digits, a sha256 root hash has 64"
+	case $vsalt in
+	'') fail "ossify.verity= is set but ossify.verity.salt= is missing" ;;
+	-) ;;
+	*[!0-9a-f]*) fail "ossify.verity.salt=$vsalt is not lowercase hex" ;;
+	esac
+	case $vblocks in
+	'' | *[!0-9]*) fail "ossify.verity.blocks=$vblocks is not a number of data blocks" ;;
+	esac
+	case $vhashoffset in
+	'' | *[!0-9]*) fail "ossify.verity.hashoffset=$vhashoffset is not a byte offset" ;;
+	esac
+	[ "$vblocks" -gt 0 ] || fail "ossify.verity.blocks=0: no data to verify"
+	[ $((vhashoffset % 4096)) -eq 0 ] || fail "ossify.verity.hashoffset=$vhashoffset is not a multiple of 4096"
+	[ "$vhashoffset" -ge $((vblocks * 4096)) ] || fail "ossify.verity.hashoffset=$vhashoffset lies inside the $vblocks data blocks"
+	mapper=
+	for p in /sbin/dmsetup /usr/sbin/dmsetup /bin/dmsetup /usr/bin/dmsetup /sbin/veritysetup /usr/sbin/veritysetup /bin/veritysetup /usr/bin/veritysetup; do
+		if [ -x "$p" ]; then
+			mapper=$p
+			break
+		fi
+	done
+	[ -n "$mapper" ] || fail "ossify.verity= is set but this initramfs has no dmsetup (add it to initramfs.programs)"
+	if [ "\${mapper##*/}" = dmsetup ]; then
+		set -- create root --readonly --table "0 $((vblocks * 8)) verity 1 $dev $dev 4096 4096 $vblocks $((vhashoffset / 4096 + 1)) sha256 $verity $vsalt 1 restart_on_corruption"
+	else
+		# No superblock read: the tree's first level is the block after it.
+		set -- open "$dev" root "$dev" "$verity" --no-superblock --format=1 --hash=sha256 --data-block-size=4096 --hash-block-size=4096 \\
+			--data-blocks="$vblocks" --hash-offset=$((vhashoffset + 4096)) --salt="$vsalt" --restart-on-corruption
+	fi
+	if ! err=$(DM_DISABLE_UDEV=1 "$mapper" "$@" 2>&1); then
+		fail "cannot map $root ($dev) with dm-verity: \${err%%
+*}"
+	fi
+	[ -b /dev/mapper/root ] || fail "\${mapper##*/} created no /dev/mapper/root for $root ($dev)"
+	say 6 "root $root ($dev) is verified by dm-verity, root hash $verity"
+	dev=/dev/mapper/root
+fi
+
+$bb mount -t squashfs -o ro "$dev" /newroot || fail "cannot mount $dev ($root) as squashfs"
+[ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "$root ($dev) has no /sbin/init"
+for d in dev proc sys; do
+	[ -d /newroot/$d ] || fail "$root ($dev) has no /$d directory"
+done
+say 6 "root $root is $dev\${slot:+ (slot $slot)}; $count modules loaded; starting /sbin/init"
+
+case " $cmdline " in
+*" panic="*) ;;
+*) echo 10 2>/dev/null > /proc/sys/kernel/panic ;;
+esac
+
+for d in dev proc sys; do
+	$bb mount --move /$d /newroot/$d || fail "cannot move /$d to $root"
+done
+exec $bb switch_root /newroot /sbin/init
+`;

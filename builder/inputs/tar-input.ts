@@ -1,0 +1,25 @@
+import { basename } from 'node:path';
+import { sha256File } from '../util/hash.ts';
+import { InputError } from '../util/errors.ts';
+import type { Input } from '../profile/schema.ts';
+import { readArchive } from './archive.ts';
+import { decompressFile } from './decompress.ts';
+import type { InputContext, LoadedInput } from './types.ts';
+
+export async function tarSha256(path: string): Promise<string> {
+  return sha256File(path).catch((err: NodeJS.ErrnoException) => {
+    throw new InputError(`tar:${path}: cannot read the archive: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`, { cause: err });
+  });
+}
+
+/** A tar archive on the host, plain or compressed (gzip, zstd, xz, bzip2: found by magic bytes). */
+export async function loadTarInput(input: Extract<Input, { tar: string }>, ctx: InputContext): Promise<LoadedInput> {
+  const path = input.tar;
+  const origin = `tar:${path}`;
+  const sha256 = await tarSha256(path);
+  const pin = ctx.lock?.pin(input);
+  if (pin && 'tar' in pin && pin.tar.sha256 !== sha256) ctx.lock!.stale(input, `${path} has sha256 ${sha256}, the lock says ${pin.tar.sha256}`);
+  const { chunks } = await decompressFile(path, origin);
+  const tree = await readArchive(chunks, origin);
+  return { tree, sources: [{ kind: 'tar', name: basename(path), sha256 }], pin: { tar: { sha256 } } };
+}

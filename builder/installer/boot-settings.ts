@@ -1,0 +1,77 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { entryFileName } from '../boot/entries.ts';
+import { SECURE_BOOT_KEYS_DIR } from '../boot/esp.ts';
+import { openFatEditor } from '../formats/fat/mutate.ts';
+import { loadInput } from '../inputs/index.ts';
+import { DebInput } from '../profile/schema.ts';
+import { readContent } from '../tree/content.ts';
+import { InputError } from '../util/errors.ts';
+import { ENTRIES_DIR, extraCmdline, parseEntryConf } from './boot-state.ts';
+import { openDisk, partitionIo } from './disk.ts';
+import { probeLayout } from './layout.ts';
+import type { ReleaseSource } from './release.ts';
+
+/**
+ * What a disk needs beyond the release's payload: systemd-boot, the kernel arguments from
+ * the release's profile and the menu timeout. release.json does not record them, so they
+ * come from (first match wins) the command line, the release source's own built disk
+ * (a build output's disk.raw), the disk being upgraded, or — for systemd-boot only — the
+ * same Debian package the build uses by default.
+ */
+export interface BootSettings {
+  /** Kernel arguments besides the ones naming the slot. */
+  cmdline: string | undefined;
+  timeout: number | undefined;
+  systemdBoot: Uint8Array | undefined;
+  /** Secure Boot: the keys systemd-boot enrols (loader/keys/auto/*.auth) and loader.conf's secure-boot-enroll. */
+  secureBoot?: { enroll: 'force' | 'manual' | 'off'; auth: Record<'PK' | 'KEK' | 'db', Uint8Array> } | undefined;
+}
+
+/** Reads the settings a build baked into its disk.raw, if the source is a build output with one. */
+export async function bootSettingsOfSource(src: ReleaseSource): Promise<BootSettings> {
+  const none: BootSettings = { cmdline: undefined, timeout: undefined, systemdBoot: undefined };
+  const diskPath = join(src.dir, 'disk.raw');
+  if (!(await stat(diskPath).catch(() => undefined))?.isFile()) return none;
+  const disk = await openDisk(diskPath, { write: false });
+  try {
+    const layout = await probeLayout(disk).catch(() => undefined);
+    if (!layout) return none;
+    const esp = await openFatEditor(partitionIo(disk, layout.esp));
+    const read = async (path: string) => ((await esp.stat(path)) ? Buffer.from(await esp.readFile(path)) : undefined);
+    const entry = await read(`${ENTRIES_DIR}/${entryFileName('a')}`);
+    const loader = await read('loader/loader.conf');
+    const conf = loader ? parseEntryConf(loader.toString('utf8')) : new Map<string, string>();
+    const timeout = Number(conf.get('timeout') ?? NaN);
+    // A Secure Boot build's ESP carries the signed systemd-boot (above) and the keys to enrol.
+    const enroll = conf.get('secure-boot-enroll');
+    const auth = { PK: await read(`${SECURE_BOOT_KEYS_DIR}/PK.auth`), KEK: await read(`${SECURE_BOOT_KEYS_DIR}/KEK.auth`), db: await read(`${SECURE_BOOT_KEYS_DIR}/db.auth`) };
+    const secureBoot: BootSettings['secureBoot'] =
+      (enroll === 'force' || enroll === 'manual' || enroll === 'off') && auth.PK && auth.KEK && auth.db ? { enroll, auth: { PK: auth.PK, KEK: auth.KEK, db: auth.db } } : undefined;
+    return {
+      cmdline: entry ? extraCmdline(parseEntryConf(entry.toString('utf8')).get('options')) : undefined,
+      timeout: Number.isFinite(timeout) ? timeout : undefined,
+      systemdBoot: await read('EFI/BOOT/BOOTX64.EFI'),
+      ...(secureBoot ? { secureBoot } : {}),
+    };
+  } finally {
+    await disk.close();
+  }
+}
+
+export const SYSTEMD_BOOT_PATH = 'usr/lib/systemd/boot/efi/systemd-bootx64.efi';
+
+/** systemd-boot from a file the user names, or from Debian's systemd-boot-efi through the input cache. */
+export async function loadSystemdBoot(opts: { file?: string; cacheDir: string; log?: (line: string) => void }): Promise<Uint8Array> {
+  if (opts.file !== undefined) {
+    try {
+      return await readFile(opts.file);
+    } catch (err) {
+      throw new InputError(`cannot read --systemd-boot ${opts.file}`, { cause: err });
+    }
+  }
+  const loaded = await loadInput(DebInput.parse({ deb: 'systemd-boot-efi' }), { cacheDir: opts.cacheDir, ...(opts.log ? { log: opts.log } : {}) });
+  const e = loaded.tree.resolve(SYSTEMD_BOOT_PATH);
+  if (!e || e.type !== 'file') throw new InputError(`the systemd-boot-efi package has no ${SYSTEMD_BOOT_PATH}`);
+  return readContent(e.content);
+}

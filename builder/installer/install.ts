@@ -1,0 +1,262 @@
+import { open, stat } from 'node:fs/promises';
+import { execa } from 'execa';
+import { buildEspTree } from '../boot/esp.ts';
+import { slotDir, ukiArtifact } from '../boot/entries.ts';
+import { abLayout, diskSizeFor, MiB, type DiskLayout } from '../disk/layout.ts';
+import { assembleDisk } from '../disk/assemble.ts';
+import { writeFat32 } from '../formats/fat/index.ts';
+import { planPartitions, readGpt, writeGpt } from '../formats/gpt.ts';
+import { bytesContent, hostFileContent } from '../tree/content.ts';
+import { InputError } from '../util/errors.ts';
+import { bootSettingsOfSource, loadSystemdBoot } from './boot-settings.ts';
+import { openDisk, partitionIo, type Disk } from './disk.ts';
+import { openEsp, putFileAtomic } from './esp.ts';
+import { normaliseArch, probeLayout } from './layout.ts';
+import { verifyRelease, type ReleaseSource } from './release.ts';
+import { runInstallerSteps, type InstallerStep, type WriteMeter } from './steps.ts';
+import { releaseUsesUki, slotReleaseJson, writeRootImage } from './upgrade.ts';
+import { checkReleaseVerity, releaseVerity, writeSlotVerity, type ReleaseVerity } from './verity.ts';
+
+/**
+ * Install: a new disk image file, or a blank disk (file or block device), gets the A/B
+ * layout, an ESP with systemd-boot and slot A's kernel, initrd and blessed entry, and the
+ * release in ROOT-A. A new file is made by the build's own disk assembly, so installing a
+ * build output gives byte for byte the build's disk.raw (when the sizes are the same).
+ * On an existing disk the GPT is invalidated first and written last: a killed install
+ * leaves a disk that is plainly not an ossify disk, and rerunning the install finishes it.
+ */
+
+export interface InstallOptions {
+  disk: string;
+  source: ReleaseSource;
+  /** Size of a new (or growing) image file; a block device's size is its own. */
+  size?: number;
+  espSize?: number;
+  rootSize?: number;
+  /** Kernel arguments besides the slot's own. */
+  cmdline?: string;
+  /** A systemd-bootx64.efi to use instead of the release build's or Debian's. */
+  systemdBoot?: string;
+  timeout?: number;
+  /** Target architecture (default: this machine's). */
+  arch?: string;
+  /** Input cache, for fetching systemd-boot-efi when nothing else provides systemd-boot. */
+  cacheDir: string;
+  /** Overwrite a disk that already has a partition table. */
+  force?: boolean;
+  log?: (line: string) => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface InstallResult {
+  disk: string;
+  created: boolean;
+  size: number;
+  layout: DiskLayout;
+}
+
+const SCHEMA_DEFAULTS = { esp: 256 * MiB, root: 512 * MiB, state: 64 * MiB };
+const roundMiB = (n: number) => Math.ceil(n / MiB) * MiB;
+
+/** The FAT volume serial the build derives from the profile digest. */
+function serialFrom(digest: string): number {
+  return parseInt(digest.replace(/^sha256:/, '').slice(0, 8), 16) >>> 0;
+}
+
+interface Ctx {
+  opts: InstallOptions;
+  existing: boolean;
+  disk?: Disk;
+  diskSize?: number;
+  layout?: DiskLayout;
+  esp?: ReturnType<typeof buildEspTree>;
+  verity?: ReleaseVerity | undefined;
+  uki?: boolean;
+}
+
+function partSize(src: ReleaseSource, label: string): number | undefined {
+  const parts = (src.build as { partitions?: { label: string; size: number }[] } | undefined)?.partitions;
+  return parts?.find((p) => p.label === label)?.size;
+}
+
+function chooseLayout(c: Ctx): DiskLayout {
+  const { opts } = c;
+  const src = opts.source;
+  const r = src.release;
+  const esp = roundMiB(opts.espSize ?? partSize(src, 'ESP') ?? SCHEMA_DEFAULTS.esp);
+  const minRoot = Math.max(r.requirements.minRootSlotSize, r.artifacts['rootfs.squashfs']!.size);
+  const root = roundMiB(opts.rootSize ?? src.build?.slots?.rootSize ?? partSize(src, 'ROOT-A') ?? Math.max(SCHEMA_DEFAULTS.root, 2 * minRoot));
+  const total = c.diskSize ?? opts.size;
+  let state: number;
+  if (total === undefined) state = roundMiB(partSize(src, 'STATE') ?? SCHEMA_DEFAULTS.state);
+  else state = Math.floor((total - 2 * MiB) / MiB) * MiB - esp - 2 * root;
+  if (state < MiB) {
+    const need = 2 * MiB + esp + 2 * root + MiB;
+    throw new InputError(`${opts.disk}: ${total} bytes is too small for the layout (ESP ${esp}, two ${root}-byte root slots, STATE): at least ${need} bytes are needed`, {
+      hint: 'pass a larger --size, or smaller --esp-size/--root-size',
+    });
+  }
+  return abLayout({ profileDigest: r.profileDigest, esp, root, state });
+}
+
+async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<typeof buildEspTree>> {
+  const { opts } = c;
+  const src = opts.source;
+  const built = await bootSettingsOfSource(src);
+  const systemdBoot = opts.systemdBoot !== undefined || !built.systemdBoot ? await loadSystemdBoot({ ...(opts.systemdBoot !== undefined ? { file: opts.systemdBoot } : {}), cacheDir: opts.cacheDir, log }) : built.systemdBoot;
+  const cmdline = opts.cmdline ?? built.cmdline;
+  if (c.uki && opts.cmdline !== undefined) log('--cmdline is ignored: a unified kernel image carries its own (signed) command line');
+  if (cmdline === undefined && !c.uki) log('the release records no kernel arguments and --cmdline was not given: the entry carries only the slot\'s own');
+  const a = src.release.artifacts;
+  if (c.uki && opts.systemdBoot === undefined && !built.secureBoot && src.build?.boot && (src.build.boot as { secureBoot?: unknown }).secureBoot) {
+    log('the release was built for Secure Boot but its build output has no disk.raw to take the signed systemd-boot and keys from');
+  }
+  return buildEspTree({
+    systemdBoot: bytesContent(systemdBoot, 'systemd-boot'),
+    ...(c.uki
+      ? { uki: hostFileContent(src.path(ukiArtifact('a')), a[ukiArtifact('a')]!.size) }
+      : { kernel: hostFileContent(src.path('vmlinuz'), a['vmlinuz']!.size), initramfs: hostFileContent(src.path('initramfs.img'), a['initramfs.img']!.size) }),
+    entry: { slot: 'a', generation: 1, name: src.release.name, version: src.release.version, cmdline: cmdline ?? '', ...(c.verity ? { verity: c.verity } : {}) },
+    timeout: opts.timeout ?? built.timeout ?? 0,
+    epoch: src.epoch,
+    ...(built.secureBoot && opts.systemdBoot === undefined ? { secureBoot: built.secureBoot } : {}),
+  });
+}
+
+async function writeInPlace(c: Ctx, log: (line: string) => void): Promise<void> {
+  const disk = c.disk!;
+  const layout = c.layout!;
+  const src = c.opts.source;
+  const planned = planPartitions(disk.size, layout.partitions.map((p) => ({ name: p.label, typeGuid: p.typeGuid, guid: p.guid, size: p.size })));
+  const at = (label: string) => {
+    const p = planned.find((q) => q.name === label)!;
+    return { offset: p.firstLba * 512, size: (p.lastLba - p.firstLba + 1) * 512, label };
+  };
+  // No partition table until everything it describes is in place.
+  const zeros = new Uint8Array(MiB);
+  await disk.write(0, zeros.subarray(0, 34 * 512));
+  await disk.write(disk.size - 33 * 512, zeros.subarray(0, 33 * 512));
+  await disk.sync();
+  const rootA = at('ROOT-A');
+  await writeRootImage(disk, rootA, src.path('rootfs.squashfs'), src.release.artifacts['rootfs.squashfs']!.size);
+  if (c.verity) await writeSlotVerity(disk, rootA.offset, src.release.artifacts['rootfs.squashfs']!.size, c.verity);
+  log(`ROOT-A: ${src.release.artifacts['rootfs.squashfs']!.size} bytes${c.verity ? ' and its verity tree' : ''}`);
+  // Whatever an earlier life of the disk left at the start of these must not be mistaken for content.
+  for (const label of ['ROOT-B', 'STATE']) {
+    const p = at(label);
+    await disk.write(p.offset, zeros.subarray(0, Math.min(MiB, p.size)));
+  }
+  const esp = at('ESP');
+  const io = partitionIo(disk, esp);
+  await writeFat32(c.esp!, { size: esp.size, label: 'OSSIFY-ESP', serial: serialFrom(src.release.profileDigest), hiddenSectors: esp.offset / 512, zeroed: false }, io);
+  await disk.sync();
+  log('ESP written');
+  await writeGpt({ diskSize: disk.size, diskGuid: layout.diskGuid, partitions: planned }, { write: (o, d) => disk.write(o, d) });
+  await disk.sync();
+}
+
+function steps(): InstallerStep<Ctx>[] {
+  return [
+    {
+      name: 'check-target',
+      async run(c, log) {
+        if (!c.existing) return;
+        const disk = c.disk!;
+        const gpt = await readGpt((o, l) => disk.read(o, l), { diskSize: disk.size }).catch(() => undefined);
+        if (gpt && !c.opts.force) {
+          const ossify = await probeLayout(disk).then(
+            () => true,
+            () => false,
+          );
+          throw new InputError(
+            ossify ? `${disk.path} already holds an ossify installation` : `${disk.path} has a partition table (${gpt.partitions.length} partitions)`,
+            { hint: ossify ? 'use ossify upgrade to install a new release on it, or --force to wipe it' : 'pass --force to overwrite it (everything on it is lost)' },
+          );
+        }
+        if (gpt) log(`overwriting the partition table of ${disk.path} (--force)`);
+      },
+    },
+    {
+      name: 'check-release',
+      async run(c) {
+        const arch = normaliseArch(c.opts.arch ?? process.arch);
+        c.layout = chooseLayout(c);
+        const root = c.layout.partitions.find((p) => p.label === 'ROOT-A')!.size;
+        await verifyRelease(c.opts.source, { arch, rootSlotSize: root });
+        c.uki = releaseUsesUki(c.opts.source);
+        c.verity = await releaseVerity(c.opts.source);
+        if (c.verity) await checkReleaseVerity(c.opts.source, c.verity);
+        if (arch !== 'x86_64') throw new InputError(`ossify disks are laid out for x86_64 only, not ${arch}`);
+      },
+    },
+    {
+      name: 'esp-tree',
+      async run(c, log) {
+        c.esp = await espTree(c, log);
+      },
+    },
+    {
+      name: 'write-disk',
+      async run(c, log) {
+        if (c.existing) {
+          await writeInPlace(c, log);
+          return;
+        }
+        const r = c.opts.source.release;
+        await assembleDisk(c.opts.disk, {
+          layout: c.layout!,
+          esp: { tree: c.esp!, label: 'OSSIFY-ESP', serial: serialFrom(r.profileDigest) },
+          images: {
+            'ROOT-A': [
+              { path: c.opts.source.path('rootfs.squashfs'), offset: 0 },
+              ...(c.verity ? [{ path: c.opts.source.path('rootfs.verity'), offset: c.verity.hashOffset }] : []),
+            ],
+          },
+        });
+        log(`${c.opts.disk}: ${diskSizeFor(c.layout!)} bytes`);
+      },
+    },
+    {
+      name: 'record-source',
+      // Only an image adds something the build's disk does not have: where it came from.
+      when: (c) => c.opts.source.origin.kind === 'image',
+      async run(c) {
+        const disk = c.disk ?? (await openDisk(c.opts.disk, { write: true }));
+        try {
+          const esp = await openEsp(disk, await probeLayout(disk));
+          await putFileAtomic(esp, `${slotDir('a')}/release.json`, Buffer.from(slotReleaseJson(c.opts.source)), c.opts.source.epoch);
+        } finally {
+          if (!c.disk) await disk.close();
+        }
+      },
+    },
+  ];
+}
+
+export async function install(opts: InstallOptions): Promise<InstallResult> {
+  const log = opts.log ?? (() => {});
+  const st = await stat(opts.disk).catch(() => undefined);
+  // An empty file is a new disk: it gets exactly what `ossify build` would have written.
+  const ctx: Ctx = { opts, existing: st !== undefined && !(st.isFile() && st.size === 0) };
+  if (ctx.existing && st?.isFile() && opts.size !== undefined && st.size < opts.size) {
+    // Growing a blank image file is part of "a blank disk gets the layout".
+    const fh = await open(opts.disk, 'r+');
+    await fh.truncate(opts.size).finally(() => fh.close());
+  }
+  if (ctx.existing) {
+    ctx.disk = await openDisk(opts.disk, { write: true });
+    ctx.diskSize = ctx.disk.size;
+  }
+  const meter: WriteMeter = ctx.disk ?? { onWrite: undefined };
+  try {
+    await runInstallerSteps(steps(), ctx, meter, { log, ...(opts.env ? { env: opts.env } : {}) });
+  } finally {
+    await ctx.disk?.close();
+  }
+  if (ctx.disk?.blockDevice) {
+    // Best effort: let the kernel see the new partitions without a reboot.
+    const r = await execa('blockdev', ['--rereadpt', opts.disk], { reject: false });
+    if (r.exitCode !== 0) log(`the kernel did not re-read the partition table (${r.stderr.trim() || r.exitCode}); it will at the next boot`);
+  }
+  return { disk: opts.disk, created: !ctx.existing, size: ctx.diskSize ?? diskSizeFor(ctx.layout!), layout: ctx.layout! };
+}

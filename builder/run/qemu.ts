@@ -1,0 +1,111 @@
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { MissingToolError } from '../util/errors.ts';
+import { findOvmf } from './ovmf.ts';
+
+export interface RunOptions {
+  disk: string;
+  /** Further raw disks attached after the boot disk (e.g. an installer payload). */
+  extraDisks?: string[];
+  expect?: RegExp;
+  /** Kill the VM as soon as `expect` matches (e.g. a firmware error that would otherwise stall until the timeout). */
+  stopOnMatch?: boolean;
+  /** Seconds before the VM is killed. */
+  timeout: number;
+  kvm?: boolean;
+  memoryMiB?: number;
+  /** Do not write to the disk (qemu -snapshot); boot counting then cannot persist. */
+  snapshot?: boolean;
+  /** Exit QEMU when the guest reboots instead of booting again. */
+  noReboot?: boolean;
+  secureBoot?: boolean;
+  /** Firmware variables to boot with (e.g. with enrolled keys); a private copy is used. */
+  varsFile?: string;
+  /** Receives the serial console as it arrives. */
+  onOutput?: (chunk: string) => void;
+}
+
+export interface RunResult {
+  /** Everything the serial console printed. */
+  log: string;
+  matched: boolean;
+  match?: string;
+  timedOut: boolean;
+  exitCode: number | undefined;
+  seconds: number;
+}
+
+/**
+ * Boots a raw disk image under OVMF with the serial console on a pipe. TCG by default:
+ * on these machines /dev/kvm exists but OVMF crashes under it.
+ */
+export async function runDisk(opts: RunOptions): Promise<RunResult> {
+  const fw = await findOvmf(opts.secureBoot ? 'secure-boot' : 'plain');
+  const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
+  const vars = join(work, 'OVMF_VARS.fd');
+  await copyFile(opts.varsFile ?? fw.vars, vars);
+  const args = [
+    '-machine', opts.secureBoot ? 'q35,smm=on' : 'q35',
+    '-accel', opts.kvm ? 'kvm' : 'tcg',
+    '-m', String(opts.memoryMiB ?? 512),
+    '-smp', '1',
+    '-nodefaults',
+    '-display', 'none',
+    '-no-user-config',
+    '-chardev', 'stdio,id=console,signal=off',
+    '-serial', 'chardev:console',
+    '-monitor', 'none',
+    ...(opts.secureBoot ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
+    '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${fw.code}`,
+    '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
+    '-drive', `if=virtio,format=raw,file=${opts.disk}`,
+    ...(opts.extraDisks ?? []).flatMap((d) => ['-drive', `if=virtio,format=raw,file=${d}`]),
+    ...(opts.snapshot ? ['-snapshot'] : []),
+    ...(opts.noReboot ? ['-no-reboot'] : []),
+  ];
+  const started = performance.now();
+  let log = '';
+  let match: string | undefined;
+  const child = execa('qemu-system-x86_64', args, {
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    reject: false,
+    timeout: opts.timeout * 1000,
+    killSignal: 'SIGKILL',
+    encoding: 'utf8',
+    buffer: { stdout: false, stderr: true },
+  });
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    log += chunk;
+    opts.onOutput?.(chunk);
+    if (opts.expect && match === undefined) {
+      const m = opts.expect.exec(log);
+      if (m) {
+        match = m[0];
+        if (opts.stopOnMatch) child.kill('SIGKILL');
+      }
+    }
+  });
+  try {
+    const r = await child;
+    if ((r as { code?: string }).code === 'ENOENT') {
+      throw new MissingToolError('qemu-system-x86_64', 'qemu-system-x86', 'needed to boot images');
+    }
+    const result: RunResult = {
+      log,
+      matched: match !== undefined,
+      timedOut: r.timedOut,
+      exitCode: r.exitCode,
+      seconds: (performance.now() - started) / 1000,
+    };
+    if (match !== undefined) result.match = match;
+    if (!r.timedOut && r.exitCode !== 0 && r.stderr && !(opts.stopOnMatch && match !== undefined)) result.log += `\n[qemu] ${r.stderr}`;
+    return result;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
