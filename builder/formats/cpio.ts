@@ -1,3 +1,4 @@
+import { collectBytes } from '../util/bytes.ts';
 import type { FileTree, InodeEntry } from '../tree/tree.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 
@@ -208,19 +209,7 @@ function padded(data: Uint8Array): Uint8Array {
 
 /** The whole archive in memory: fine for initramfs-sized trees. */
 export async function writeCpio(tree: FileTree): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  for await (const c of cpioChunks(tree)) {
-    parts.push(c);
-    n += c.length;
-  }
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return collectBytes(cpioChunks(tree));
 }
 
 export class CpioFormatError extends OssifyError {

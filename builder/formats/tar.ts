@@ -1,3 +1,4 @@
+import { concatBytes } from '../util/bytes.ts';
 import type { Content } from '../tree/content.ts';
 import { compareBytes, normalizeTreePath } from '../tree/tree.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
@@ -134,17 +135,7 @@ function safeTail(b: Uint8Array): Uint8Array {
   return b.subarray(i);
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const concat = concatBytes;
 
 /** Normalises paths, sorts by byte order and refuses duplicates, so callers cannot make two archives of one tree. */
 export function sortTarEntries(entries: readonly TarEntry[]): TarEntry[] {

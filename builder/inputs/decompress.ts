@@ -1,3 +1,4 @@
+import { collectBytes } from '../util/bytes.ts';
 import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { Readable, pipeline } from 'node:stream';
@@ -104,11 +105,7 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
   for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) yield c as Uint8Array;
 }
 
-export async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const c of chunks) parts.push(c);
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-}
+export const collect = collectBytes;
 
 /** Decompressed bytes of a small compressed blob (a kernel module, a control.tar). */
 export async function decompressToBytes(data: Uint8Array, origin: string): Promise<Uint8Array> {

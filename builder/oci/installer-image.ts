@@ -1,3 +1,4 @@
+import { collectBytes as collect } from '../util/bytes.ts';
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -252,11 +253,6 @@ function verifiedContent(path: string, name: string, expect: { sha256: string; s
   };
 }
 
-async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const c of chunks) parts.push(c);
-  return Buffer.concat(parts);
-}
 
 /** Reads an existing layout of this output if it is the image `inputDigest` describes. */
 async function cachedImage(layoutDir: string, inputDigest: string): Promise<InstallerImage | undefined> {

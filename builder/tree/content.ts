@@ -1,3 +1,4 @@
+import { collectBytes } from '../util/bytes.ts';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { OssifyError } from '../util/errors.ts';
@@ -53,19 +54,6 @@ export function hostFileContent(path: string, size: number): Content {
   };
 }
 
-export async function readContent(c: Content): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  for await (const p of c.stream()) {
-    parts.push(p);
-    n += p.length;
-  }
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+export function readContent(c: Content): Promise<Uint8Array> {
+  return collectBytes(c.stream());
 }

@@ -1,3 +1,4 @@
+import { concatBytes } from '../../util/bytes.ts';
 import { inflateSync } from 'node:zlib';
 import { CompressorId } from './constants.ts';
 import { InputError } from '../../util/errors.ts';
@@ -98,13 +99,5 @@ function zlibInflate(d: Uint8Array, max: number): Uint8Array {
 }
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
