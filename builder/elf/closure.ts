@@ -1,6 +1,7 @@
 import { resolveTreePath } from '../kernel/tree-path.ts';
 import { readContent } from '../tree/content.ts';
 import { FileTree, parentOf, type Entry } from '../tree/tree.ts';
+import { walkTreePath } from '../tree/walk.ts';
 import { InputError } from '../util/errors.ts';
 import { ElfFormatError, isElf, readDynamic, type DynamicInfo } from './dynamic.ts';
 import { ldSoConfDirs, multiarchTriplet, systemLibraryDirs } from './search.ts';
@@ -31,29 +32,16 @@ const MAX_LINKS = 40;
 
 /** Copies `path` from `src` to `dst`, following and copying every symlink on the way; returns the file's real path. */
 function copyResolved(src: FileTree, dst: FileTree, path: string, what: string): string {
-  const pending = path.split('/').filter((s) => s !== '' && s !== '.');
-  const resolved: string[] = [];
-  let links = 0;
-  while (pending.length) {
-    const seg = pending.shift()!;
-    if (seg === '..') {
-      resolved.pop();
-      continue;
-    }
-    const p = [...resolved, seg].join('/');
-    const e = src.get(p);
-    if (!e) throw new InputError(`${what}: ${p} is not in the tree`);
-    if (e.type === 'symlink') {
-      if (++links > MAX_LINKS) throw new InputError(`${what}: too many levels of symbolic links at ${p}`);
-      copyParents(src, dst, p);
-      if (!dst.has(p)) dst.set(p, e);
-      if (e.target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...e.target.split('/').filter((s) => s !== '' && s !== '.'));
-      continue;
-    }
-    resolved.push(seg);
-  }
-  const real = resolved.join('/');
+  const w = walkTreePath(src, path, {
+    maxLinks: MAX_LINKS,
+    onSymlink(at) {
+      copyParents(src, dst, at);
+      if (!dst.has(at)) dst.set(at, src.get(at)!);
+    },
+  });
+  if (w.kind === 'missing') throw new InputError(`${what}: ${w.at} is not in the tree`);
+  if (w.kind === 'loop') throw new InputError(`${what}: too many levels of symbolic links at ${w.at}`);
+  const real = w.path;
   const file = src.resolve(real);
   if (file?.type !== 'file') throw new InputError(`${what}: ${real} is a ${file?.type ?? 'missing entry'}, not a file`);
   copyParents(src, dst, real);

@@ -1,5 +1,6 @@
 import type { FileTree } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
+import { walkTreePath } from '../tree/walk.ts';
 
 const MAX_LINKS = 40;
 
@@ -16,25 +17,8 @@ export function containedPath(tree: FileTree, path: string, origin: string): str
   const segs = path.split('/').filter((s) => s !== '' && s !== '.');
   const last = segs.pop();
   if (last === undefined) return '';
-  const resolved: string[] = [];
-  const pending = segs;
-  let links = 0;
-  while (pending.length) {
-    const seg = pending.shift()!;
-    if (seg === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = [...resolved, seg].join('/');
-    const e = tree.get(candidate);
-    if (e?.type === 'symlink') {
-      if (++links > MAX_LINKS) throw new InputError(`${origin}: entry ${JSON.stringify(path)}: too many levels of symbolic links in its parents`);
-      if (e.target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...e.target.split('/').filter((s) => s !== '' && s !== '.'));
-      continue;
-    }
-    resolved.push(seg);
-  }
-  resolved.push(last);
-  return resolved.join('/');
+  const w = walkTreePath(tree, segs.join('/'), { keepMissing: true, maxLinks: MAX_LINKS });
+  // With keepMissing the walk can only end resolved or in a symlink loop.
+  if (w.kind !== 'resolved') throw new InputError(`${origin}: entry ${JSON.stringify(path)}: too many levels of symbolic links in its parents`);
+  return w.path === '' ? last : `${w.path}/${last}`;
 }

@@ -1,4 +1,5 @@
 import type { FileTree } from '../tree/tree.ts';
+import { walkTreePath } from '../tree/walk.ts';
 
 /**
  * Resolves a path inside an image tree the way the image's kernel would: symlinks in any
@@ -7,25 +8,6 @@ import type { FileTree } from '../tree/tree.ts';
  * `vmlinuz` symlinks. Returns the canonical tree path, or undefined when it dangles.
  */
 export function resolveTreePath(tree: FileTree, path: string, maxLinks = 40): string | undefined {
-  let links = 0;
-  const resolved: string[] = [];
-  const pending = path.split('/').filter((s) => s !== '' && s !== '.');
-  while (pending.length) {
-    const seg = pending.shift()!;
-    if (seg === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = [...resolved, seg].join('/');
-    const e = tree.get(candidate);
-    if (!e) return undefined;
-    if (e.type === 'symlink') {
-      if (++links > maxLinks) return undefined;
-      if (e.target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...e.target.split('/').filter((s) => s !== '' && s !== '.'));
-      continue;
-    }
-    resolved.push(seg);
-  }
-  return resolved.join('/');
+  const w = walkTreePath(tree, path, { maxLinks });
+  return w.kind === 'resolved' ? w.path : undefined;
 }
