@@ -42,16 +42,6 @@ export function applyTree(base: FileTree, upper: FileTree, origin: string, opts:
   restore();
 }
 
-/** The path of the file a hard link shares its inode with. */
-function ownerPath(tree: FileTree, path: string): string {
-  let p = path;
-  for (let hops = 0; hops <= 64; hops++) {
-    const e = tree.get(p);
-    if (e?.type !== 'hardlink') return p;
-    p = e.target;
-  }
-  throw new InputError(`hard link loop at ${path}`);
-}
 
 /**
  * Hard links in `base` name their file by path, but on a real filesystem they hold the
@@ -64,7 +54,7 @@ export function rememberInodes(base: FileTree): () => void {
   const links: { path: string; entry: Entry; owner: string; file: Entry }[] = [];
   for (const [p, e] of base.walk()) {
     if (e.type !== 'hardlink') continue;
-    const owner = ownerPath(base, p);
+    const owner = base.inodePath(p);
     links.push({ path: p, entry: e, owner, file: base.get(owner)! });
   }
   return () => {

@@ -40,7 +40,7 @@ export function applyFilters(tree: FileTree, opts: FilterOptions, origin: string
       if (p === '' || !keep.has(p)) continue;
       let out: Entry = e;
       if (e.type === 'hardlink') {
-        const owner = inodeOwner(tree, p);
+        const owner = tree.inodePath(p);
         if (!keep.has(owner)) {
           const moved = movedInode.get(owner);
           if (moved === undefined) {
@@ -74,12 +74,3 @@ function metaOfRoot(tree: FileTree) {
   return meta;
 }
 
-function inodeOwner(tree: FileTree, path: string): string {
-  let p = path;
-  for (let hops = 0; hops <= 64; hops++) {
-    const e = tree.get(p);
-    if (e?.type !== 'hardlink') return p;
-    p = e.target;
-  }
-  throw new InputError(`hard link loop at ${path}`);
-}

@@ -175,11 +175,17 @@ export class FileTree {
 
   /** Resolves a hard link to the file entry it shares an inode with. */
   resolve(path: string): InodeEntry | undefined {
-    let e = this.get(path);
-    for (let hops = 0; e?.type === 'hardlink'; hops++) {
-      if (hops > 64) throw new InputError(`hard link loop at ${path}`);
-      e = this.get(e.target);
+    return this.get(this.inodePath(path)) as InodeEntry | undefined;
+  }
+
+  /** The path of the entry that owns the inode at `path`: itself, or the file a hard link names. */
+  inodePath(path: string): string {
+    let p = normalizeTreePath(path);
+    for (let hops = 0; hops <= 64; hops++) {
+      const e = this.entries.get(p);
+      if (e?.type !== 'hardlink') return p;
+      p = normalizeTreePath(e.target);
     }
-    return e;
+    throw new InputError(`hard link loop at ${path}`);
   }
 }
