@@ -25,7 +25,7 @@ for (const name of selected) {
     process.stdout.write(`\n## ${name}\n`);
     for (const r of rows) {
       process.stdout.write(
-        `${r.name.padEnd(48)} ossify ${fmt(r.ours)} ${r.unit.padEnd(4)} peer ${fmt(r.theirs)} ${r.unit.padEnd(4)} ratio ${r.ratio.toFixed(3)}\n`,
+        `${r.name.padEnd(96)} ossify ${fmt(r.ours)} ${r.unit.padEnd(4)} peer ${fmt(r.theirs)} ${r.unit.padEnd(4)} ratio ${r.ratio.toFixed(3)}\n`,
       );
     }
   } catch (err) {

@@ -3,18 +3,49 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import { writeSquashfs } from '../builder/formats/squashfs/index.ts';
-import { loadTreeFromHost } from '../builder/tree/from-host.ts';
+import { hasNodeZstd, requireNodeWithZstd } from '../test/helpers/node-runtime.ts';
 import type { BenchRow } from './types.ts';
 
 /**
  * squashfs writer against mksquashfs: the same tree, compressor, level, block size and core
- * count, timed in the same run. Ours runs in-process from the directory (scan + write, worker
- * threads included, Node start-up excluded); mksquashfs is timed as a process. Each side runs
- * REPS times, interleaved, and the median counts: this machine is shared and noisy.
+ * count, timed in the same run. Each ossify run is a child process (bench/squashfs-one.ts,
+ * timed from inside: scan + write, worker start-up included, Node start-up not); mksquashfs
+ * is timed as a process. Each side runs REPS times, interleaved, and the median counts: this
+ * machine is shared and noisy.
+ *
+ * Two Node.js runtimes are compared when the running one lacks zstd in node:zlib (Node 20):
+ * this one (zstd in WebAssembly) and a Node with native zstd (the test oracle runtime, same
+ * bytes). gzip runs with both engines: portable (canonical zlib bytes, pure JS) and node.
  */
 const CACHE = resolve('out/bench');
 const REPS = Number(process.env.OSSIFY_BENCH_REPS ?? 3);
+
+interface Runtime {
+  label: string;
+  node: string;
+}
+
+interface Config {
+  comp: 'zstd' | 'gzip';
+  level: number;
+  gzipEngine: 'portable' | 'node';
+  /** Pure JS/WebAssembly bytes do not depend on the runtime: measured once. */
+  perRuntime: boolean;
+}
+
+function runtimes(): Runtime[] {
+  const label = (node: string) => `node ${spawnSync(node, ['-p', 'process.versions.node'], { encoding: 'utf8' }).stdout.trim()}`;
+  const list = [{ label: label(process.execPath), node: process.execPath }];
+  if (!hasNodeZstd()) {
+    try {
+      const node = requireNodeWithZstd();
+      list.push({ label: label(node), node });
+    } catch (err) {
+      process.stderr.write(`squashfs bench: no Node.js with native zstd, measuring ${process.version} only: ${(err as Error).message}\n`);
+    }
+  }
+  return list;
+}
 
 export async function benchSquashfs(): Promise<BenchRow[]> {
   need('mksquashfs', 'squashfs-tools');
@@ -23,53 +54,57 @@ export async function benchSquashfs(): Promise<BenchRow[]> {
     { name: 'small-files', dir: await smallFilesTree() },
   ];
   const cores = availableParallelism();
-  const configs = [
-    { comp: 'zstd' as const, level: 15 },
-    { comp: 'gzip' as const, level: 9 },
+  const configs: Config[] = [
+    { comp: 'zstd', level: 15, gzipEngine: 'portable', perRuntime: true },
+    { comp: 'gzip', level: 9, gzipEngine: 'portable', perRuntime: false },
+    { comp: 'gzip', level: 9, gzipEngine: 'node', perRuntime: true },
   ];
+  const nodes = runtimes();
   const rows: BenchRow[] = [];
   const work = join(CACHE, 'squashfs-run');
   await mkdir(work, { recursive: true });
   for (const t of trees) {
     for (const c of configs) {
-      const oursT: number[] = [];
-      const theirsT: number[] = [];
-      const oursCpu: number[] = [];
-      const theirsCpu: number[] = [];
-      let oursSize = 0;
-      let theirsSize = 0;
-      for (let i = 0; i < REPS; i++) {
-        const ourImg = join(work, 'ours.sqfs');
-        const t0 = performance.now();
-        const c0 = process.cpuUsage();
-        const tree = await loadTreeFromHost(t.dir);
-        const r = await writeSquashfs(tree, ourImg, { compression: c.comp, level: c.level, blockSize: 131072, threads: cores });
-        oursT.push((performance.now() - t0) / 1000);
-        const cu = process.cpuUsage(c0); // all threads of this process, compression workers included
-        oursCpu.push((cu.user + cu.system) / 1e6);
-        oursSize = r.bytes;
+      for (const rt of c.perRuntime ? nodes : nodes.slice(0, 1)) {
+        const oursT: number[] = [];
+        const theirsT: number[] = [];
+        const oursCpu: number[] = [];
+        const theirsCpu: number[] = [];
+        let oursSize = 0;
+        let theirsSize = 0;
+        let engine = '';
+        for (let i = 0; i < REPS; i++) {
+          const ourImg = join(work, 'ours.sqfs');
+          const one = spawnSync(rt.node, ['--import', 'tsx', 'bench/squashfs-one.ts', t.dir, ourImg, c.comp, String(c.level), String(cores), c.gzipEngine], { encoding: 'utf8', maxBuffer: 1 << 24 });
+          if (one.status !== 0) throw new Error(`ossify squashfs under ${rt.label} failed: ${one.stderr}`);
+          const r = JSON.parse(one.stdout) as { seconds: number; cpu: number; bytes: number; engine: string };
+          oursT.push(r.seconds);
+          oursCpu.push(r.cpu);
+          oursSize = r.bytes;
+          engine = r.engine;
 
-        const theirImg = join(work, 'theirs.sqfs');
-        await rm(theirImg, { force: true });
-        const level = ['-Xcompression-level', String(c.level)];
-        const t1 = performance.now();
-        // The shell's `times` reports the children's CPU time, so noise from other processes
-        // on a shared machine can be told apart from real work.
-        const script = 'mksquashfs "$@" >/dev/null 2>&1; s=$?; times; exit $s';
-        const p = spawnSync('sh', ['-c', script, 'sh', t.dir, theirImg, '-comp', c.comp, ...level, '-b', '131072', '-processors', String(cores), '-noappend', '-quiet', '-no-progress'], { encoding: 'utf8' });
-        theirsT.push((performance.now() - t1) / 1000);
-        if (p.status !== 0) throw new Error(`mksquashfs failed (exit ${p.status})`);
-        theirsCpu.push(childCpu(p.stdout));
-        theirsSize = (await stat(theirImg)).size;
+          const theirImg = join(work, 'theirs.sqfs');
+          await rm(theirImg, { force: true });
+          const level = ['-Xcompression-level', String(c.level)];
+          const t1 = performance.now();
+          // The shell's `times` reports the children's CPU time, so noise from other processes
+          // on a shared machine can be told apart from real work.
+          const script = 'mksquashfs "$@" >/dev/null 2>&1; s=$?; times; exit $s';
+          const p = spawnSync('sh', ['-c', script, 'sh', t.dir, theirImg, '-comp', c.comp, ...level, '-b', '131072', '-processors', String(cores), '-noappend', '-quiet', '-no-progress'], { encoding: 'utf8' });
+          theirsT.push((performance.now() - t1) / 1000);
+          if (p.status !== 0) throw new Error(`mksquashfs failed (exit ${p.status})`);
+          theirsCpu.push(childCpu(p.stdout));
+          theirsSize = (await stat(theirImg)).size;
+        }
+        const ours = median(oursT);
+        const theirs = median(theirsT);
+        const label = `${t.name} ${c.comp}-${c.level} 128K ${cores}c, ${rt.label}, ${engine}`;
+        rows.push({ name: `squashfs time ${label}`, ours, theirs, ratio: ours / theirs, unit: 's' });
+        const oc = median(oursCpu);
+        const tc = median(theirsCpu);
+        rows.push({ name: `squashfs cpu ${label}`, ours: oc, theirs: tc, ratio: oc / tc, unit: 's' });
+        rows.push({ name: `squashfs size ${label}`, ours: oursSize / 2 ** 20, theirs: theirsSize / 2 ** 20, ratio: oursSize / theirsSize, unit: 'MiB' });
       }
-      const ours = median(oursT);
-      const theirs = median(theirsT);
-      const label = `${t.name} ${c.comp}-${c.level} 128K ${cores}c`;
-      rows.push({ name: `squashfs time ${label}`, ours, theirs, ratio: ours / theirs, unit: 's' });
-      const oc = median(oursCpu);
-      const tc = median(theirsCpu);
-      rows.push({ name: `squashfs cpu ${label}`, ours: oc, theirs: tc, ratio: oc / tc, unit: 's' });
-      rows.push({ name: `squashfs size ${label}`, ours: oursSize / 2 ** 20, theirs: theirsSize / 2 ** 20, ratio: oursSize / theirsSize, unit: 'MiB' });
     }
   }
   await rm(work, { recursive: true, force: true });

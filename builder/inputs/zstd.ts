@@ -1,23 +1,13 @@
-import { compress, decompress, init } from '@bokuweb/zstd-wasm';
 import { InputError } from '../util/errors.ts';
+import { zstdCodec } from '../util/zstd.ts';
 
 /**
- * zstd through the wasm build, so no host `zstd` is needed. The wasm wrapper only offers
- * one-shot (de)compression and sizes its output buffer from the frame header's content
- * size, which `tar | zstd` pipelines do not record. So frames are walked here: each frame
- * is decompressed on its own with an output bound computed from its block headers, and
- * the frames' outputs are yielded one by one instead of being glued together.
+ * zstd inputs without a host `zstd`. The codec (util/zstd.ts) decompresses one frame into a
+ * buffer it sizes up front, and `tar | zstd` pipelines do not record content sizes. So
+ * frames are walked here: each frame is decompressed on its own with an output bound
+ * computed from its block headers, and the frames' outputs are yielded one by one instead
+ * of being glued together.
  */
-
-let ready: Promise<void> | undefined;
-/** Loads the zstd WebAssembly once per thread (each worker thread has its own instance). */
-export function initZstd(): Promise<void> {
-  ready ??= init();
-  ready.catch(() => {
-    ready = undefined;
-  });
-  return ready;
-}
 
 const FRAME_MAGIC = 0xfd2fb528;
 const MAX_BLOCK = 128 * 1024;
@@ -108,11 +98,11 @@ export function zstdFrames(data: Uint8Array, origin: string): Frame[] {
 
 /** Decompresses frame by frame; each yielded chunk is one frame's output (a fresh copy). */
 export async function* zstdDecompress(data: Uint8Array, origin: string): AsyncGenerator<Uint8Array> {
-  await initZstd();
+  const z = await zstdCodec();
   for (const f of zstdFrames(data, origin)) {
     let out: Uint8Array;
     try {
-      out = decompress(data.subarray(f.start, f.end), { defaultHeapSize: Math.max(f.bound, 1) });
+      out = z.decompress(data.subarray(f.start, f.end), f.bound);
     } catch (err) {
       throw new InputError(`${origin}: zstd decompression failed at offset ${f.start}`, { cause: err });
     }
@@ -129,6 +119,5 @@ export async function zstdDecompressBytes(data: Uint8Array, origin: string): Pro
 
 /** One frame with the content size recorded: deterministic for a given input and level. */
 export async function zstdCompress(data: Uint8Array, level: number): Promise<Uint8Array> {
-  await initZstd();
-  return compress(data, level);
+  return (await zstdCodec()).compress(data, level);
 }

@@ -120,7 +120,7 @@ async function startPool(spec: CompressorSpec, threads: number, key: string): Pr
  * on which worker compressed what.
  */
 export async function workerPool(spec: CompressorSpec, threads: number): Promise<BlockCompressor> {
-  const key = JSON.stringify([spec.name, spec.level, spec.blockSize, threads]);
+  const key = JSON.stringify([spec.name, spec.level, spec.blockSize, spec.gzipEngine ?? 'portable', threads]);
   let p = pools.get(key);
   if (!p) {
     p = startPool(spec, threads, key);

@@ -4,7 +4,7 @@ import { isSyncReadable } from '../../tree/from-host.ts';
 import type { FileTree } from '../../tree/tree.ts';
 import { produceAtomic } from '../../util/atomic.ts';
 import { InputError } from '../../util/errors.ts';
-import { createCompressor, validateSpec, type CompressionName } from './compress.ts';
+import { createCompressor, validateSpec, type CompressionName, type GzipEngine } from './compress.ts';
 import { DEVBLK_SIZE, Flag, INVALID_TABLE, METADATA_SIZE, MAX_DIR_RUN, NO_XATTR, SUPERBLOCK_SIZE, METADATA_UNCOMPRESSED } from './constants.ts';
 import { DataWriter } from './data.ts';
 import { basicType, encodeDevice, encodeDir, encodeFile, encodeIpc, encodeSymlink, type DirIndexEntry } from './inode.ts';
@@ -32,6 +32,8 @@ export interface SquashfsOptions {
   mkfsTime?: number;
   /** Write the NFS export table (mksquashfs does by default); default true. */
   exportable?: boolean;
+  /** Which deflate writes gzip blocks (see GzipEngine); default portable. */
+  gzipEngine?: GzipEngine;
 }
 
 export interface SquashfsResult {
@@ -48,6 +50,8 @@ export interface SquashfsResult {
   xattrSets: number;
   compression: CompressionName;
   level: number;
+  /** What compressed the blocks, e.g. "pako (canonical zlib)" or "node:zlib zstd 1.5.7". */
+  engine: string;
   blockSize: number;
   mkfsTime: number;
 }
@@ -59,7 +63,7 @@ export function resolveOptions(opts: SquashfsOptions): Required<SquashfsOptions>
   if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
     throw new InputError(`block size must be a power of two from 4096 to 1048576, got ${opts.blockSize}`);
   }
-  const spec = validateSpec({ name: opts.compression, blockSize, ...(opts.level !== undefined ? { level: opts.level } : {}) });
+  const spec = validateSpec({ name: opts.compression, blockSize, ...(opts.level !== undefined ? { level: opts.level } : {}), ...(opts.gzipEngine ? { gzipEngine: opts.gzipEngine } : {}) });
   const threads = opts.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new InputError(`threads must be an integer from 1 to 256, got ${opts.threads}`);
   if (opts.noFragments && opts.alwaysFragments) throw new InputError('noFragments and alwaysFragments exclude each other');
@@ -75,6 +79,7 @@ export function resolveOptions(opts: SquashfsOptions): Required<SquashfsOptions>
     alwaysFragments: !!opts.alwaysFragments,
     mkfsTime: opts.mkfsTime ?? -1,
     exportable: opts.exportable ?? true,
+    gzipEngine: spec.gzipEngine,
   };
 }
 
@@ -86,7 +91,7 @@ export function resolveOptions(opts: SquashfsOptions): Required<SquashfsOptions>
 export async function writeSquashfs(tree: FileTree, outPath: string, opts: SquashfsOptions): Promise<SquashfsResult> {
   const o = resolveOptions(opts);
   const plan = planTree(tree);
-  const spec = { name: o.compression, level: o.level, blockSize: o.blockSize };
+  const spec = { name: o.compression, level: o.level, blockSize: o.blockSize, gzipEngine: o.gzipEngine };
   const comp = await createCompressor(spec);
   const mkfsTime = o.mkfsTime >= 0 ? o.mkfsTime : plan.maxMtime;
 
@@ -215,6 +220,7 @@ export async function writeSquashfs(tree: FileTree, outPath: string, opts: Squas
         xattrSets: xattrs.count,
         compression: o.compression,
         level: o.level,
+        engine: comp.engine,
         blockSize: o.blockSize,
         mkfsTime,
       };

@@ -89,6 +89,7 @@ export async function createXz(level: number, blockSize: number): Promise<Compre
     level,
     // mksquashfs records xz options only for a non-default dictionary or BCJ filters.
     options: null,
+    engine: 'WebAssembly liblzma',
     compress(data) {
       if (data.length > blockSize) throw new Error('xz: block larger than the block size');
       mod.HEAPU8.set(data, inPtr);
