@@ -8,6 +8,7 @@ const suites: Record<string, () => Promise<BenchRow[]>> = {
   squashfs: async () => (await import('./squashfs.ts')).benchSquashfs(),
   push: async () => (await import('./push.ts')).benchPush(),
   fleet: async () => (await import('./fleet.ts')).benchFleet(),
+  build: async () => (await import('./build.ts')).benchBuild(),
 };
 
 const wanted = process.argv.slice(2);
