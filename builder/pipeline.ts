@@ -8,7 +8,7 @@ import { programsTree } from './elf/index.ts';
 import { loadKernel, resolveModules } from './kernel/index.ts';
 import { buildInitramfs, buildInitramfsTree } from './initramfs/index.ts';
 import { writeSquashfs } from './formats/squashfs/index.ts';
-import { buildEspTree } from './boot/esp.ts';
+import { BOOT_ARTIFACTS, buildEspTree, espBootFiles, type EspSpec } from './boot/esp.ts';
 // verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
@@ -84,9 +84,11 @@ export const ARTIFACTS = ['rootfs.squashfs', 'vmlinuz', 'initramfs.img', 'disk.r
  * verified boot (issue 8). `rootfs.verity` is the verity superblock and hash tree, written at
  * `hashOffset` of a root slot (the squashfs zero-padded to 4 KiB before it); `uki-<slot>.efi`
  * are the unified kernel images of each slot (their command lines differ in the slot), signed
- * for Secure Boot when the profile says so.
+ * for Secure Boot when the profile says so. The ESP's shared boot files (systemd-boot as the ESP
+ * holds it, loader.conf, the Secure Boot keys to enrol: BOOT_ARTIFACTS in boot/esp.ts) are
+ * artifacts too, so the installer image carries them.
  */
-export const OPTIONAL_ARTIFACTS = ['rootfs.verity', 'uki-a.efi', 'uki-b.efi'] as const;
+export const OPTIONAL_ARTIFACTS = ['rootfs.verity', 'uki-a.efi', 'uki-b.efi', ...BOOT_ARTIFACTS] as const;
 
 export interface BuildVerity {
   roothash: string;
@@ -296,13 +298,18 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         const verity = slotVerity(ctx.verity);
         const file = async (name: string) => hostFileContent(join(ctx.work, name), (await stat(join(ctx.work, name))).size);
         const sb = p.boot.secureBoot;
-        const esp = buildEspTree({
+        const shared: Pick<EspSpec, 'systemdBoot' | 'timeout' | 'secureBoot'> = {
           systemdBoot: ctx.secureBoot ? bytesContent(await signWithDb(await readContent(ctx.systemdBoot!), ctx.secureBoot, sb?.signer), 'systemd-bootx64.efi (signed)') : ctx.systemdBoot!,
+          timeout: p.boot.timeout,
+          ...(ctx.secureBoot ? { secureBoot: { enroll: sb?.enroll ?? 'force', auth: enrollmentFiles(ctx.secureBoot, baseDigestOf(ctx.loaded), ctx.loaded.epoch) } } : {}),
+        };
+        // The installer image carries these, so an install or upgrade from a registry writes what this disk has.
+        for (const [name, content] of Object.entries(espBootFiles(shared))) if (content) await writeFileAtomic(join(ctx.work, name), await readContent(content));
+        const esp = buildEspTree({
+          ...shared,
           ...(p.boot.entries === 'uki' ? { uki: await file(ukiArtifact('a')) } : { kernel: await file('vmlinuz'), initramfs: bytesContent(ctx.initramfs!) }),
           entry: { slot: 'a', generation: 1, name: p.name, version: p.version, cmdline: p.kernel.cmdline, ...(verity ? { verity } : {}) },
-          timeout: p.boot.timeout,
           epoch: ctx.loaded.epoch,
-          ...(ctx.secureBoot ? { secureBoot: { enroll: sb?.enroll ?? 'force', auth: enrollmentFiles(ctx.secureBoot, baseDigestOf(ctx.loaded), ctx.loaded.epoch) } } : {}),
         });
         // fleet (issue 9): GUIDs and the FAT serial from the base digest: every site of a base has this same disk, its seed aside.
         const layout = abLayout({

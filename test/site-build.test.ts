@@ -10,10 +10,12 @@ import { readIndex, readManifest } from '../builder/oci/layout.ts';
 import { ANNOTATION, type ImageManifest } from '../builder/oci/media-types.ts';
 import { pullRelease } from '../builder/oci/pull.ts';
 import { pushBuild } from '../builder/oci/push.ts';
+import { openDisk } from '../builder/installer/disk.ts';
+import { probeLayout } from '../builder/installer/layout.ts';
 import { build, type BuildResult } from '../builder/pipeline.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { buildMatrix, type MatrixBuild } from '../builder/site/matrix.ts';
-import { PROJECT_ROOT } from './helpers/cli.ts';
+import { ossify, PROJECT_ROOT } from './helpers/cli.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
 import { startRegistry, type RegistryHandle } from './helpers/registry.ts';
 
@@ -140,11 +142,60 @@ describe('a fleet of sites', () => {
     const raw = runOk('skopeo', ['inspect', '--raw', ...registry.skopeoArgs('inspect'), `docker://${repo}@${sites[1]!.installer.manifestDigest}`]);
     expect((JSON.parse(raw) as ImageManifest).layers).toHaveLength(3);
     const pulled = await pullRelease(`${repo}@${sites[1]!.installer.manifestDigest}`, join(root, 'pulled'), opts);
-    expect(pulled.files.map((f) => f.name)).toEqual(['initramfs.img', 'release.json', 'rootfs.squashfs', 'site.tar', 'vmlinuz']);
+    // Every file the site's release.json lists (the OS payload, boot files, site.tar), and release.json.
+    expect(pulled.files.map((f) => f.name)).toEqual([...Object.keys(pulled.release.artifacts), 'release.json'].sort());
+    expect(pulled.files.map((f) => f.name)).toEqual(expect.arrayContaining(['initramfs.img', 'release.json', 'rootfs.squashfs', 'site.tar', 'vmlinuz']));
+    expect(pulled.release.baseDigest).toBe(base.record.profileDigest);
     expect(pulled.release.profileDigest).toBe(sites[1]!.record.profileDigest);
     expect(pulled.release.artifacts['site.tar']!.sha256).toBe(sites[1]!.record.artifacts['site.tar']!.sha256);
     expect(readFileSync(join(root, 'pulled', 'site.tar')).equals(readFileSync(join(sites[1]!.outDir, 'site.tar')))).toBe(true);
   });
+
+  it('installs a site from its build output as its disk.raw, byte for byte, and from its image with its seed in STATE', async () => {
+    const site = sites[1]!;
+    const fromDir = join(root, 'installed-from-dir.raw');
+    const i = await ossify(['install', '--from', site.outDir, '--disk', fromDir, '--cache-dir', INPUTS, '--json']);
+    expect(i.exitCode, i.stderr).toBe(0);
+    expect(JSON.parse(i.stdout).site).toEqual({ name: site.record.site!.name, bytes: site.record.artifacts['site.tar']!.size });
+    expect(sha(readFileSync(fromDir))).toBe(sha(readFileSync(join(site.outDir, 'disk.raw'))));
+    // From the registry (an image records no partition sizes, so the installer's defaults apply
+    // and only --size would change them): the same disk and partition GUIDs, the seed in STATE.
+    const pushed = await pushBuild(site.outDir, `${registry.host}/fleet/tiny:${site.record.site!.name}`, { insecure: true, blobCache: false as const, credentials: null });
+    const fromImage = join(root, 'installed-from-image.raw');
+    const r = await ossify(['install', '--image', pushed.reference, '--insecure', '--disk', fromImage, '--cache-dir', INPUTS]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(runOk('sgdisk', ['-v', fromImage])).toMatch(/No problems found/);
+    const guids = (disk: string) => runOk('sgdisk', ['-p', disk]).match(/Disk identifier \(GUID\): (\S+)/)![1]! + [1, 2, 3, 4].map((n) => runOk('sgdisk', ['-i', String(n), disk]).match(/unique GUID: (\S+)/)![1]).join(' ');
+    expect(guids(fromImage)).toBe(guids(join(site.outDir, 'disk.raw')));
+    const seed = readFileSync(join(site.outDir, 'site.tar'));
+    const stateOf = async (disk: string) => {
+      const d = await openDisk(disk, { write: false });
+      try {
+        return (await probeLayout(d)).state!;
+      } finally {
+        await d.close();
+      }
+    };
+    const state = await stateOf(fromImage);
+    expect((await region(fromImage, state.offset, seed.length)).equals(seed)).toBe(true);
+    const part = join(root, 'installed-state.img');
+    writeFileSync(part, await region(fromImage, state.offset, state.size));
+    expect(runOk('bsdtar', ['-xOf', part, 'etc/hostname'])).toBe(`${site.record.site!.name}.fleet.test\n`);
+    // A site's image upgrades another site's machine only when asked to.
+    const other = sites[2]!;
+    const otherImage = await pushBuild(other.outDir, `${registry.host}/fleet/tiny:${other.record.site!.name}`, { insecure: true, blobCache: false as const, credentials: null });
+    const refused = await ossify(['upgrade', '--image', otherImage.reference, '--insecure', '--disk', fromImage]);
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toMatch(new RegExp(`holds the site data of ${site.record.site!.name}, but the release is site ${other.record.site!.name}`));
+    const moved = await ossify(['upgrade', '--image', otherImage.reference, '--insecure', '--disk', fromImage, '--replace-site', '--json']);
+    expect(moved.exitCode, moved.stderr).toBe(0);
+    // Same OS: only STATE changes.
+    expect(JSON.parse(moved.stdout)).toMatchObject({ alreadyInstalled: true, site: { name: other.record.site!.name, written: true } });
+    const otherSeed = readFileSync(join(other.outDir, 'site.tar'));
+    expect((await region(fromImage, state.offset, otherSeed.length)).equals(otherSeed)).toBe(true);
+    writeFileSync(part, await region(fromImage, state.offset, state.size));
+    expect(runOk('bsdtar', ['-xOf', part, 'etc/hostname'])).toBe(`${other.record.site!.name}.fleet.test\n`);
+  }, 120_000);
 
   it('builds on another machine from the registry cache, making nothing', async () => {
     const cacheRepo = `${registry.host}/fleet/cache`;

@@ -6,6 +6,21 @@ import { entryConf, entryFileName, loaderConf, slotDir, UKI_DIR, ukiFileName, ty
 /** Where systemd-boot 252 enrols Secure Boot keys from (`secure-boot-enroll`). */
 export const SECURE_BOOT_KEYS_DIR = 'loader/keys/auto';
 
+/**
+ * The files every slot shares on the ESP, as build artifacts and installer payload files (so
+ * a disk installed or upgraded from a registry image gets what the build's disk.raw has):
+ * systemd-boot as the ESP holds it (signed with the db key under Secure Boot), loader.conf,
+ * and the Secure Boot keys systemd-boot enrols, when the build has them.
+ */
+export const BOOT_LOADER_ARTIFACT = 'systemd-bootx64.efi';
+export const LOADER_CONF_ARTIFACT = 'loader.conf';
+export const AUTH_NAMES = ['PK', 'KEK', 'db'] as const;
+export const authArtifact = (k: (typeof AUTH_NAMES)[number]) => `${k}.auth`;
+export const BOOT_ARTIFACTS = [BOOT_LOADER_ARTIFACT, LOADER_CONF_ARTIFACT, ...AUTH_NAMES.map(authArtifact)] as const;
+/** Where systemd-boot goes: the removable-media path the firmware starts, and systemd's own. */
+export const BOOT_LOADER_PATHS = ['EFI/BOOT/BOOTX64.EFI', 'EFI/systemd/systemd-bootx64.efi'] as const;
+export const LOADER_CONF_PATH = 'loader/loader.conf';
+
 export interface EspSpec {
   /** systemd-bootx64.efi, signed when the image is for Secure Boot. */
   systemdBoot: Content;
@@ -35,12 +50,12 @@ export function buildEspTree(spec: EspSpec): FileTree {
     t.ensureDir(path.slice(0, path.lastIndexOf('/')), dirMeta);
     t.set(path, { type: 'file', ...meta, content });
   };
-  const enroll = spec.secureBoot && spec.secureBoot.enroll !== 'off' && spec.secureBoot.auth ? spec.secureBoot.enroll : undefined;
-  file('EFI/BOOT/BOOTX64.EFI', spec.systemdBoot);
-  file('EFI/systemd/systemd-bootx64.efi', spec.systemdBoot);
-  file('loader/loader.conf', textContent(loaderConf({ timeout: spec.timeout, ...(enroll ? { secureBootEnroll: enroll } : {}) })));
-  if (enroll) {
-    for (const k of ['PK', 'KEK', 'db'] as const) file(`${SECURE_BOOT_KEYS_DIR}/${k}.auth`, bytesContent(spec.secureBoot!.auth![k], `${k}.auth`));
+  const shared = espBootFiles(spec);
+  for (const p of BOOT_LOADER_PATHS) file(p, shared[BOOT_LOADER_ARTIFACT]!);
+  file(LOADER_CONF_PATH, shared[LOADER_CONF_ARTIFACT]!);
+  for (const k of AUTH_NAMES) {
+    const c = shared[authArtifact(k)];
+    if (c) file(`${SECURE_BOOT_KEYS_DIR}/${authArtifact(k)}`, c);
   }
   const slot = spec.entry.slot;
   if (spec.uki) {
@@ -54,4 +69,15 @@ export function buildEspTree(spec: EspSpec): FileTree {
   }
   t.ensureDir(slotDir(slot === 'a' ? 'b' : 'a'), dirMeta);
   return t;
+}
+
+/** The shared boot files of an ESP by artifact name (see BOOT_ARTIFACTS); the keys only when systemd-boot is to enrol them. */
+export function espBootFiles(spec: Pick<EspSpec, 'systemdBoot' | 'timeout' | 'secureBoot'>): Partial<Record<(typeof BOOT_ARTIFACTS)[number], Content>> {
+  const enroll = spec.secureBoot && spec.secureBoot.enroll !== 'off' && spec.secureBoot.auth ? spec.secureBoot.enroll : undefined;
+  const out: Partial<Record<(typeof BOOT_ARTIFACTS)[number], Content>> = {
+    [BOOT_LOADER_ARTIFACT]: spec.systemdBoot,
+    [LOADER_CONF_ARTIFACT]: textContent(loaderConf({ timeout: spec.timeout, ...(enroll ? { secureBootEnroll: enroll } : {}) })),
+  };
+  if (enroll) for (const k of AUTH_NAMES) out[authArtifact(k)] = bytesContent(spec.secureBoot!.auth![k], authArtifact(k));
+  return out;
 }

@@ -20,7 +20,7 @@ export function registerInstallCommand(program: Command): void {
   addSourceOptions(
     program
       .command('install')
-      .description('lay out a blank disk (image file or block device) with the A/B partitions and install a release into slot A'),
+      .description('lay out a blank disk (image file or block device) with the A/B partitions and install a release into slot A (a site release\'s data into STATE)'),
   )
     .requiredOption('--disk <file>', 'disk image file (created if missing) or block device')
     .option('--size <size>', 'size of a new disk image file, e.g. 2G (default: the release build\'s disk size)')
@@ -56,10 +56,10 @@ export function registerInstallCommand(program: Command): void {
         });
         const rel = source.release;
         if (f.json) {
-          process.stdout.write(`${JSON.stringify({ disk: r.disk, created: r.created, size: r.size, slot: 'a', release: { name: rel.name, version: rel.version, arch: rel.arch }, partitions: r.layout.partitions }, null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify({ disk: r.disk, created: r.created, size: r.size, slot: 'a', release: { name: rel.name, version: rel.version, arch: rel.arch }, ...(r.site ? { site: r.site } : {}), partitions: r.layout.partitions }, null, 2)}\n`);
           return;
         }
-        process.stdout.write(`installed ${rel.name} ${rel.version} into slot a of ${r.disk} (${r.size} bytes${r.created ? ', new image' : ''})\n`);
+        process.stdout.write(`installed ${rel.name} ${rel.version} into slot a of ${r.disk} (${r.size} bytes${r.created ? ', new image' : ''})${r.site ? `, site data of ${r.site.name ?? 'an unnamed site'} in STATE` : ''}\n`);
       } finally {
         await source.cleanup();
       }

@@ -7,6 +7,7 @@ interface UpgradeFlags extends SourceCliFlags {
   tries: string;
   cmdline?: string;
   force?: boolean;
+  replaceSite?: boolean;
   json?: boolean;
 }
 
@@ -21,6 +22,7 @@ export function registerUpgradeCommand(program: Command): void {
     .option('--cmdline <args>', 'kernel arguments besides the slot\'s own (default: the release build\'s, else the active entry\'s)')
     .option('--arch <arch>', 'architecture to take from a multi-arch image index')
     .option('--force', 'upgrade even while the next-boot slot is still on trial')
+    .option('--replace-site', 'write a site release\'s data to STATE even when the disk holds another site\'s')
     .option('--json', 'print the result as JSON')
     .action(async (f: UpgradeFlags) => {
       const tries = intFlag(f.tries, '--tries', 1, 9)!;
@@ -32,6 +34,7 @@ export function registerUpgradeCommand(program: Command): void {
           tries,
           ...(f.cmdline !== undefined ? { cmdline: f.cmdline } : {}),
           ...(f.force ? { force: true } : {}),
+          ...(f.replaceSite ? { replaceSite: true } : {}),
           log: stderrLog,
         });
         const rel = source.release;
@@ -44,6 +47,7 @@ export function registerUpgradeCommand(program: Command): void {
             ? `${rel.name} ${rel.version} is already in slot ${r.slot} and boots next (${r.entryFile})\n`
             : `upgraded slot ${r.slot} of ${f.disk} to ${rel.name} ${rel.version}; it boots next with ${tries} tries (${r.entryFile})\n`,
         );
+        if (r.site) process.stdout.write(`site data of ${r.site.name ?? 'an unnamed site'} ${r.site.written ? 'written to' : 'already on'} STATE\n`);
       } finally {
         await source.cleanup();
       }

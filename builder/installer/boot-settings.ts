@@ -8,16 +8,19 @@ import { DebInput } from '../profile/schema.ts';
 import { readContent } from '../tree/content.ts';
 import { InputError } from '../util/errors.ts';
 import { ENTRIES_DIR, extraCmdline, parseEntryConf } from './boot-state.ts';
+import { enrolsKeys, releaseBootFiles } from './boot-files.ts';
 import { openDisk, partitionIo } from './disk.ts';
 import { probeLayout } from './layout.ts';
 import type { ReleaseSource } from './release.ts';
 
 /**
- * What a disk needs beyond the release's payload: systemd-boot, the kernel arguments from
- * the release's profile and the menu timeout. release.json does not record them, so they
- * come from (first match wins) the command line, the release source's own built disk
- * (a build output's disk.raw), the disk being upgraded, or — for systemd-boot only — the
- * same Debian package the build uses by default.
+ * What a disk needs beyond the slot's files: systemd-boot, the Secure Boot keys it enrols,
+ * the menu timeout and (Type #1) the kernel arguments from the release's profile. A release
+ * made by this ossify carries the first three as payload files (builder/installer/boot-files.ts);
+ * otherwise they come from (first match wins) the command line, the release source's own built
+ * disk (a build output's disk.raw), the disk being upgraded, or — for systemd-boot only — the
+ * same Debian package the build uses by default. The kernel arguments come only from
+ * the command line, disk.raw or the disk being upgraded.
  */
 export interface BootSettings {
   /** Kernel arguments besides the ones naming the slot. */
@@ -28,8 +31,21 @@ export interface BootSettings {
   secureBoot?: { enroll: 'force' | 'manual' | 'off'; auth: Record<'PK' | 'KEK' | 'db', Uint8Array> } | undefined;
 }
 
-/** Reads the settings a build baked into its disk.raw, if the source is a build output with one. */
+/** The release's own boot files (its payload or build artifacts), else what its build baked into disk.raw. */
 export async function bootSettingsOfSource(src: ReleaseSource): Promise<BootSettings> {
+  const built = await bootSettingsOfBuiltDisk(src);
+  const rel = await releaseBootFiles(src);
+  if (!rel) return built;
+  return {
+    cmdline: built.cmdline,
+    timeout: rel.timeout ?? built.timeout,
+    systemdBoot: rel.systemdBoot,
+    ...(rel.auth && enrolsKeys(rel) ? { secureBoot: { enroll: rel.enroll!, auth: rel.auth } } : {}),
+  };
+}
+
+/** Reads the settings a build baked into its disk.raw, if the source is a build output with one. */
+async function bootSettingsOfBuiltDisk(src: ReleaseSource): Promise<BootSettings> {
   const none: BootSettings = { cmdline: undefined, timeout: undefined, systemdBoot: undefined };
   const diskPath = join(src.dir, 'disk.raw');
   if (!(await stat(diskPath).catch(() => undefined))?.isFile()) return none;

@@ -1,4 +1,5 @@
 import { ENTRY_SORT_KEY } from '../boot/entries.ts';
+import { SEED_PENDING_MARKER, SITE_ENV_PATH, STATE_PROBE_BYTES } from '../site/data.ts';
 import { TEMP_SUFFIX } from './boot-state.ts';
 
 /**
@@ -17,13 +18,26 @@ import { TEMP_SUFFIX } from './boot-state.ts';
  * offset, as entryConf() writes them. A release built with `boot.entries: uki` (the payload has
  * uki-a.efi and uki-b.efi) gets the target slot's unified kernel image as
  * EFI/Linux/ossify-<generation>-<slot>+N.efi instead of a kernel, initrd and .conf entry.
+ * A payload with the ESP's shared boot files (systemd-bootx64.efi, loader.conf, PK/KEK/db.auth)
+ * puts them on the ESP after release.json, as builder/installer/boot-files.ts does; the
+ * Secure Boot checks run before anything is written, on certificates matched as bytes (a
+ * signed boot loader on a disk whose release enrols no keys is kept: busybox cannot tell
+ * which key signed the new one).
+ *
+ * fleet (docs/fleet.md): a site release (the payload has site.tar) also puts its seed at the
+ * start of the STATE partition, after the ESP files and before the entry, the way
+ * builder/installer/site-seed.ts does: the first block becomes the pending marker, the rest
+ * goes in and is compared, then the seed's own first block. STATE is checked before anything
+ * is written: data that is no seed, marker or zeros is refused, and so is another site's seed
+ * unless --replace-site. `site [--replace-site]` writes the site data alone (same OS, new site
+ * data); it applies at the next boot. A payload without site.tar leaves STATE alone.
  *
  * Here the kernel's vfat driver does the FAT work, so "sync" stands for the editor's ordering
  * points. The entry it writes is byte for byte what entryConf() writes, with the kernel
  * arguments of the running slot's entry, so an on-device upgrade and an offline one leave
  * the same boot state.
  *
- * Commands: `upgrade [--tries N]`, `verify`, `release`, `files`, `help`. Paths can be
+ * Commands: `upgrade [--tries N] [--replace-site]`, `site [--replace-site]`, `verify`, `release`, `files`, `help`. Paths can be
  * redirected for tests: OSSIFY_ROOT (image root; payload in $OSSIFY_ROOT/ossify/payload),
  * OSSIFY_PAYLOAD, OSSIFY_PROC, OSSIFY_SYS, OSSIFY_DEV, OSSIFY_MACHINE (instead of uname -m) and OSSIFY_ESP_DIR (an ESP that is
  * already mounted; otherwise the script mounts it).
@@ -54,11 +68,16 @@ usage() {
 	$bb cat <<'USAGE'
 ossify installer: this image carries one ossify release (rootfs.squashfs, vmlinuz,
 initramfs.img, release.json; rootfs.verity and uki-a.efi, uki-b.efi when it was built
-with dm-verity and unified kernel images) in /ossify/payload.
+with dm-verity and unified kernel images; site.tar for a site of a fleet) in /ossify/payload.
 
 Commands:
-  upgrade [--tries N]  write the release into the slot that is not running, verify it,
-                       and make it boot next with N tries (default 3)
+  upgrade [--tries N] [--replace-site]
+                       write the release into the slot that is not running, verify it,
+                       and make it boot next with N tries (default 3); a site release
+                       also replaces the site data at the start of STATE
+  site [--replace-site]
+                       write only the site data (site.tar) to STATE; it applies at the
+                       next boot. --replace-site: even over another site's data
   verify               check every payload file against release.json
   release              print release.json
   files                list the payload files
@@ -121,6 +140,79 @@ part_dev() {
 
 is_mounted() { $bb grep -q "^$dev/$1 " "$proc/mounts" 2>/dev/null; }
 
+flush_dev() {
+	$bb sync
+	$bb blockdev --flushbufs "$1" 2>/dev/null
+	echo 3 2>/dev/null > "$proc/sys/vm/drop_caches"
+}
+
+# fleet: the site seed at the start of STATE (see builder/installer/site-seed.ts).
+seed_marker='${SEED_PENDING_MARKER.trimEnd()}'
+has_seed() { artifacts | $bb grep -q '^site.tar '; }
+env_site() { $bb sed -n "s/^SITE_NAME='\\(.*\\)'\$/\\1/p" | $bb head -n 1; }
+pending_block() { printf '%s\\n' "$seed_marker" | $bb dd bs=512 count=1 conv=sync 2>/dev/null; }
+
+# Checks the payload's seed and STATE before anything is written; $1 is non-empty for --replace-site.
+check_seed() {
+	seed="$payload/site.tar"
+	seedsize=$($bb wc -c < "$seed")
+	[ $((seedsize % 512)) -eq 0 ] && [ "$seedsize" -ge 1536 ] || die "site.tar is $seedsize bytes, not a tar archive of whole 512-byte blocks"
+	[ "$($bb dd if="$seed" bs=1 skip=257 count=5 2>/dev/null)" = ustar ] || die "site.tar does not start with a ustar header: it is no site seed"
+	statedev=$(part_dev STATE) || die "the payload carries site data (site.tar) for the STATE partition, but this disk has none"
+	state="$dev/$statedev"
+	is_mounted "$statedev" && die "STATE ($state) is mounted; refusing to write it"
+	state_bytes=$(( $($bb cat "$sys/class/block/$statedev/size") * 512 ))
+	[ "$seedsize" -le "$state_bytes" ] || die "site.tar ($seedsize bytes) does not fit STATE ($state_bytes bytes)"
+	seedname=$($bb tar -xOf "$seed" ${SITE_ENV_PATH} 2>/dev/null | env_site)
+	probe=${STATE_PROBE_BYTES}
+	[ "$state_bytes" -lt "$probe" ] && probe=$state_bytes
+	if [ "$($bb dd if="$state" bs=1 skip=257 count=5 2>/dev/null)" = ustar ]; then
+		current=$($bb tar -xOf "$state" ${SITE_ENV_PATH} 2>/dev/null | env_site)
+		if [ -n "$current" ] && [ -n "$seedname" ] && [ "$current" != "$seedname" ] && [ -z "$1" ]; then
+			die "this disk holds the site data of $current, but the payload is site $seedname (--replace-site makes this machine $seedname)"
+		fi
+		say "site \${seedname:-(unnamed)}: replacing the site data of \${current:-an unnamed site}"
+	elif pending_block | $bb cmp -s -n 512 "$state"; then
+		say "site \${seedname:-(unnamed)}: finishing an interrupted site data write"
+	elif $bb cmp -s -n "$probe" "$state" /dev/zero; then
+		say "site \${seedname:-(unnamed)}: STATE has no site data yet"
+	else
+		die "STATE ($state) holds data that ossify did not write (no site seed, not zeros); writing the site data over it would destroy it"
+	fi
+}
+
+# The pending marker over the first block, the rest behind it, then the seed's own first block.
+write_seed() {
+	if $bb cmp -s -n "$seedsize" "$seed" "$state"; then
+		say "STATE already holds this site data (\${seedname:-unnamed})"
+		return
+	fi
+	pending_block | $bb dd of="$state" bs=512 count=1 conv=notrunc,fsync 2>/dev/null || die "writing STATE failed"
+	flush_dev "$state"
+	$bb dd if="$seed" of="$state" bs=512 skip=1 seek=1 conv=notrunc,fsync 2>/dev/null || die "writing the site data to STATE failed"
+	flush_dev "$state"
+	$bb cmp -s -n $((seedsize - 512)) "$seed" "$state" 512 512 || die "STATE reads back differently than the site data written to it"
+	$bb dd if="$seed" of="$state" bs=512 count=1 conv=notrunc,fsync 2>/dev/null || die "writing the site data's first block to STATE failed"
+	flush_dev "$state"
+	$bb cmp -s -n "$seedsize" "$seed" "$state" || die "STATE reads back differently than the site data written to it"
+	say "STATE: site \${seedname:-(unnamed)}, $seedsize bytes written and verified"
+}
+
+site() {
+	replace=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--replace-site) replace=1; shift ;;
+		*) die "unknown option $1" ;;
+		esac
+	done
+	verify_payload
+	has_seed || die "this payload carries no site data (site.tar)"
+	check_seed "$replace"
+	write_seed
+	say "the site data applies at the next boot"
+}
+
 # Copies $1 to $2 under a temporary name, checks it, renames it into place.
 put() {
 	$bb rm -f "$2$tmp_suffix"
@@ -131,11 +223,123 @@ put() {
 	$bb sync
 }
 
+# The ESP's shared boot files (systemd-boot, loader.conf, loader/keys/auto/*.auth), changed
+# as builder/installer/boot-files.ts changes them: each file put whole, boot loaders first,
+# loader.conf last; refused when a firmware enforcing Secure Boot could not follow.
+u32() { $bb od -A n -t u4 -j "$2" -N 4 "$1" | $bb tr -d ' \\n'; }
+u16() { $bb od -A n -t u2 -j "$2" -N 2 "$1" | $bb tr -d ' \\n'; }
+hex_of() { $bb od -A n -v -t x1 | $bb tr -d ' \\n'; }
+
+# The certificate table (Authenticode signatures) of a PE image, as hex; nothing when unsigned.
+pe_sigs() {
+	[ -f "$1" ] && [ "$($bb head -c 2 "$1")" = MZ ] || return 0
+	b_opt=$(($(u32 "$1" 60) + 24))
+	case $(u16 "$1" "$b_opt") in
+	523) b_dd=$((b_opt + 112)); b_n=$(u32 "$1" $((b_opt + 108))) ;;
+	267) b_dd=$((b_opt + 96)); b_n=$(u32 "$1" $((b_opt + 92))) ;;
+	*) return 0 ;;
+	esac
+	[ "\${b_n:-0}" -gt 4 ] || return 0
+	b_va=$(u32 "$1" $((b_dd + 32)))
+	b_len=$(u32 "$1" $((b_dd + 36)))
+	[ "\${b_len:-0}" -gt 0 ] || return 0
+	$bb tail -c +$((b_va + 1)) "$1" | $bb head -c "$b_len" | hex_of
+}
+
+# The certificate a .auth file enrols (after EFI_VARIABLE_AUTHENTICATION_2, the first entry of its EFI_SIGNATURE_LIST), as hex.
+auth_cert() {
+	b_esl=$((16 + $(u32 "$1" 16)))
+	b_hdr=$(u32 "$1" $((b_esl + 20)))
+	b_sz=$(u32 "$1" $((b_esl + 24)))
+	$bb tail -c +$((b_esl + 28 + b_hdr + 16 + 1)) "$1" | $bb head -c $((b_sz - 16)) | hex_of
+}
+
+# Sets boot (the payload's boot files go onto the ESP) or dies, before anything is written.
+boot_check() {
+	boot=
+	if ! artifacts | $bb grep -q '^systemd-bootx64.efi '; then
+		say "the release carries no boot loader (an image made by an older ossify): the disk's systemd-boot and loader.conf stay as they are"
+		return 0
+	fi
+	boot=1
+	b_cert=
+	if artifacts | $bb grep -q '^db.auth ' && $bb grep -qE '^secure-boot-enroll (force|manual)' "$payload/loader.conf"; then
+		b_cert=$(auth_cert "$payload/db.auth")
+	fi
+	b_old=$(pe_sigs "$esp/EFI/BOOT/BOOTX64.EFI")
+	if [ -n "$b_old" ]; then
+		[ -n "$(pe_sigs "$payload/systemd-bootx64.efi")" ] || die "this disk's boot loader is signed for Secure Boot, but $name $version's is not: a firmware that enforces Secure Boot would refuse to start it, and neither slot would boot"
+		if [ -z "$b_cert" ]; then
+			boot=
+			say "keeping this disk's signed boot loader: $name $version enrols no keys, so the key that signed its boot loader cannot be checked here (ossify upgrade checks it offline)"
+			return 0
+		fi
+		case $b_old in
+		*"$b_cert"*) ;;
+		*) die "this disk's boot loader is signed by another key than the db key of $name $version: a firmware that enforces Secure Boot with this disk's keys would refuse to start the new one, and neither slot would boot" ;;
+		esac
+	elif [ -n "$b_cert" ]; then
+		b_uki=
+		for e in "$ukis/ossify-"*"-$active.efi" "$ukis/ossify-"*"-$active+"*.efi; do
+			if [ -f "$e" ]; then
+				b_uki=$e
+				break
+			fi
+		done
+		case $(pe_sigs "$b_uki") in
+		*"$b_cert"*) ;;
+		*) die "$name $version has systemd-boot enrol Secure Boot keys, but the running slot $active's entry is not signed by the db key it enrols: once the firmware enrols them it would refuse that slot, the one to fall back to" ;;
+		esac
+	fi
+}
+
+# Copies $1 over $2 (via put) unless $2 already holds the same bytes.
+boot_put() {
+	if [ -f "$2" ] && [ "$(sha_of "$1")" = "$(sha_of "$2")" ]; then return 0; fi
+	$bb mkdir -p "\${2%/*}" || die "cannot create \${2%/*} on the ESP"
+	put "$1" "$2"
+	say "boot files: \${2#"$esp"/}"
+}
+
+# The release's loader.conf with this disk's timeout line.
+loader_conf() {
+	if [ -n "$b_t" ]; then $bb sed "s/^timeout .*/timeout $b_t/" "$payload/loader.conf"; else $bb cat "$payload/loader.conf"; fi
+}
+
+boot_files() {
+	[ -n "$boot" ] || return 0
+	boot_put "$payload/systemd-bootx64.efi" "$esp/EFI/BOOT/BOOTX64.EFI"
+	boot_put "$payload/systemd-bootx64.efi" "$esp/EFI/systemd/systemd-bootx64.efi"
+	for k in PK KEK db; do
+		if artifacts | $bb grep -q "^$k.auth "; then
+			boot_put "$payload/$k.auth" "$esp/loader/keys/auto/$k.auth"
+		elif [ -f "$esp/loader/keys/auto/$k.auth" ]; then
+			$bb rm -f "$esp/loader/keys/auto/$k.auth" || die "cannot remove loader/keys/auto/$k.auth"
+			$bb sync
+		fi
+	done
+	b_conf="$esp/loader/loader.conf"
+	b_t=
+	[ -f "$b_conf" ] && b_t=$($bb sed -n 's/^timeout \\([A-Za-z0-9-][A-Za-z0-9-]*\\)[[:space:]]*$/\\1/p' "$b_conf" | $bb head -n 1)
+	b_sha=$(loader_conf | $bb sha256sum | $bb cut -d ' ' -f 1)
+	[ -f "$b_conf" ] && [ "$(sha_of "$b_conf")" = "$b_sha" ] && return 0
+	$bb mkdir -p "$esp/loader" || die "cannot create loader on the ESP"
+	$bb rm -f "$b_conf$tmp_suffix"
+	loader_conf > "$b_conf$tmp_suffix" || die "cannot write loader/loader.conf"
+	$bb sync
+	[ "$(sha_of "$b_conf$tmp_suffix")" = "$b_sha" ] || die "loader/loader.conf reads back differently than it was written"
+	$bb mv "$b_conf$tmp_suffix" "$b_conf" || die "cannot rename loader/loader.conf into place"
+	$bb sync
+	say "boot files: loader/loader.conf"
+}
+
 upgrade() {
 	tries=3
+	replace=
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--tries) tries=\${2:-}; shift 2 || die "--tries needs a number" ;;
+		--replace-site) replace=1; shift ;;
 		*) die "unknown option $1" ;;
 		esac
 	done
@@ -196,6 +400,10 @@ upgrade() {
 		uki="$payload/uki-$target.efi"
 	fi
 
+	# fleet: STATE is checked before anything is written (and before the ESP is mounted).
+	seed=
+	if has_seed; then check_seed "$replace"; fi
+
 	esp=\${OSSIFY_ESP_DIR:-}
 	if [ -z "$esp" ]; then
 		esp=$($bb awk -v d="$dev/$espdev" '$1 == d { print $2; exit }' "$proc/mounts")
@@ -220,6 +428,7 @@ upgrade() {
 			[ -f "$e" ] && die "$name $version boots from Type #1 entries, but this disk boots unified kernel images ($e)"
 		done
 	fi
+	boot_check
 	say "slot $active is running; writing $name $version to slot $target ($label, $dev/$rootdev)"
 
 	# The running slot's kernel arguments, minus the ones naming the slot.
@@ -273,6 +482,8 @@ upgrade() {
 		put "$payload/initramfs.img" "$esp/ossify/$target/initrd.img"
 	fi
 	put "$release" "$esp/ossify/$target/release.json"
+	boot_files
+	[ -z "$seed" ] || write_seed
 
 	gen=0
 	for e in "$entries"/ossify-*.conf; do
@@ -320,6 +531,7 @@ upgrade() {
 
 case "\${1:-}" in
 upgrade) shift; upgrade "$@" ;;
+site) shift; site "$@" ;;
 verify) verify_payload; say "payload verified" ;;
 release) $bb cat "$release" ;;
 files) $bb ls -l "$payload/" ;;

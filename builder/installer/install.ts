@@ -7,12 +7,15 @@ import { assembleDisk } from '../disk/assemble.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
 import { planPartitions, readGpt, writeGpt } from '../formats/gpt.ts';
 import { bytesContent, hostFileContent } from '../tree/content.ts';
+import { SITE_ARTIFACT } from '../oci/installer-image.ts';
 import { InputError } from '../util/errors.ts';
 import { bootSettingsOfSource, loadSystemdBoot } from './boot-settings.ts';
+import { secureBootGap } from './boot-files.ts';
 import { openDisk, partitionIo, type Disk } from './disk.ts';
 import { openEsp, putFileAtomic } from './esp.ts';
 import { normaliseArch, probeLayout } from './layout.ts';
 import { verifyRelease, type ReleaseSource } from './release.ts';
+import { releaseSeed, type ReleaseSeed } from './site-seed.ts';
 import { runInstallerSteps, type InstallerStep, type WriteMeter } from './steps.ts';
 import { releaseUsesUki, slotReleaseJson, writeRootImage } from './upgrade.ts';
 import { checkReleaseVerity, releaseVerity, writeSlotVerity, type ReleaseVerity } from './verity.ts';
@@ -24,6 +27,12 @@ import { checkReleaseVerity, releaseVerity, writeSlotVerity, type ReleaseVerity 
  * build output gives byte for byte the build's disk.raw (when the sizes are the same).
  * On an existing disk the GPT is invalidated first and written last: a killed install
  * leaves a disk that is plainly not an ossify disk, and rerunning the install finishes it.
+ *
+ * fleet (docs/fleet.md): a site release's `site.tar` goes at the start of STATE, as the build
+ * writes it into its disk.raw: into the new image before it is renamed into place, or on an
+ * existing disk before the partition table that makes it an ossify disk. The disk's GUIDs and
+ * FAT serial derive from the release's base digest, so installing a site's build output gives
+ * that site's disk.raw byte for byte too.
  */
 
 export interface InstallOptions {
@@ -53,6 +62,8 @@ export interface InstallResult {
   created: boolean;
   size: number;
   layout: DiskLayout;
+  /** fleet: the site data written to STATE, when the release carries some. */
+  site?: { name: string | undefined; bytes: number };
 }
 
 const SCHEMA_DEFAULTS = { esp: 256 * MiB, root: 512 * MiB, state: 64 * MiB };
@@ -63,6 +74,9 @@ function serialFrom(digest: string): number {
   return parseInt(digest.replace(/^sha256:/, '').slice(0, 8), 16) >>> 0;
 }
 
+/** fleet: what the build derived GUIDs and the FAT serial from (a site's base digest). */
+const diskDigest = (src: ReleaseSource) => src.release.baseDigest ?? src.release.profileDigest;
+
 interface Ctx {
   opts: InstallOptions;
   existing: boolean;
@@ -72,6 +86,8 @@ interface Ctx {
   esp?: ReturnType<typeof buildEspTree>;
   verity?: ReleaseVerity | undefined;
   uki?: boolean;
+  /** fleet: the release's site seed, for the start of STATE. */
+  seed?: ReleaseSeed | undefined;
 }
 
 function partSize(src: ReleaseSource, label: string): number | undefined {
@@ -96,7 +112,7 @@ function chooseLayout(c: Ctx): DiskLayout {
       hint: 'pass a larger --size, or smaller --esp-size/--root-size',
     });
   }
-  return abLayout({ profileDigest: r.profileDigest, esp, root, state });
+  return abLayout({ profileDigest: diskDigest(src), esp, root, state });
 }
 
 async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<typeof buildEspTree>> {
@@ -108,9 +124,8 @@ async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<
   if (c.uki && opts.cmdline !== undefined) log('--cmdline is ignored: a unified kernel image carries its own (signed) command line');
   if (cmdline === undefined && !c.uki) log('the release records no kernel arguments and --cmdline was not given: the entry carries only the slot\'s own');
   const a = src.release.artifacts;
-  if (c.uki && opts.systemdBoot === undefined && !built.secureBoot && src.build?.boot && (src.build.boot as { secureBoot?: unknown }).secureBoot) {
-    log('the release was built for Secure Boot but its build output has no disk.raw to take the signed systemd-boot and keys from');
-  }
+  const gap = await secureBootGap(src, systemdBoot, c.uki === true);
+  if (gap) log(gap);
   return buildEspTree({
     systemdBoot: bytesContent(systemdBoot, 'systemd-boot'),
     ...(c.uki
@@ -146,9 +161,14 @@ async function writeInPlace(c: Ctx, log: (line: string) => void): Promise<void> 
     const p = at(label);
     await disk.write(p.offset, zeros.subarray(0, Math.min(MiB, p.size)));
   }
+  // fleet: the site's seed, as the build puts it into disk.raw (no partition table yet, so nothing reads it early).
+  if (c.seed) {
+    await disk.write(at('STATE').offset, c.seed.bytes);
+    log(`STATE: site ${c.seed.name ?? '(unnamed)'}, ${c.seed.bytes.length} bytes of site data`);
+  }
   const esp = at('ESP');
   const io = partitionIo(disk, esp);
-  await writeFat32(c.esp!, { size: esp.size, label: 'OSSIFY-ESP', serial: serialFrom(src.release.profileDigest), hiddenSectors: esp.offset / 512, zeroed: false }, io);
+  await writeFat32(c.esp!, { size: esp.size, label: 'OSSIFY-ESP', serial: serialFrom(diskDigest(src)), hiddenSectors: esp.offset / 512, zeroed: false }, io);
   await disk.sync();
   log('ESP written');
   await writeGpt({ diskSize: disk.size, diskGuid: layout.diskGuid, partitions: planned }, { write: (o, d) => disk.write(o, d) });
@@ -186,6 +206,11 @@ function steps(): InstallerStep<Ctx>[] {
         c.uki = releaseUsesUki(c.opts.source);
         c.verity = await releaseVerity(c.opts.source);
         if (c.verity) await checkReleaseVerity(c.opts.source, c.verity);
+        c.seed = await releaseSeed(c.opts.source);
+        const state = c.layout.partitions.find((p) => p.label === 'STATE')!.size;
+        if (c.seed && c.seed.bytes.length > state) {
+          throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the STATE partition (${state} bytes)`, { hint: 'pass a larger --size' });
+        }
         if (arch !== 'x86_64') throw new InputError(`ossify disks are laid out for x86_64 only, not ${arch}`);
       },
     },
@@ -202,18 +227,19 @@ function steps(): InstallerStep<Ctx>[] {
           await writeInPlace(c, log);
           return;
         }
-        const r = c.opts.source.release;
         await assembleDisk(c.opts.disk, {
           layout: c.layout!,
-          esp: { tree: c.esp!, label: 'OSSIFY-ESP', serial: serialFrom(r.profileDigest) },
+          esp: { tree: c.esp!, label: 'OSSIFY-ESP', serial: serialFrom(diskDigest(c.opts.source)) },
           images: {
             'ROOT-A': [
               { path: c.opts.source.path('rootfs.squashfs'), offset: 0 },
               ...(c.verity ? [{ path: c.opts.source.path('rootfs.verity'), offset: c.verity.hashOffset }] : []),
             ],
+            // fleet: the seed is part of the new image before it gets its final name.
+            ...(c.seed ? { STATE: [{ path: c.opts.source.path(SITE_ARTIFACT), offset: 0 }] } : {}),
           },
         });
-        log(`${c.opts.disk}: ${diskSizeFor(c.layout!)} bytes`);
+        log(`${c.opts.disk}: ${diskSizeFor(c.layout!)} bytes${c.seed ? `, site ${c.seed.name ?? '(unnamed)'} in STATE` : ''}`);
       },
     },
     {
@@ -258,5 +284,11 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     const r = await execa('blockdev', ['--rereadpt', opts.disk], { reject: false });
     if (r.exitCode !== 0) log(`the kernel did not re-read the partition table (${r.stderr.trim() || r.exitCode}); it will at the next boot`);
   }
-  return { disk: opts.disk, created: !ctx.existing, size: ctx.diskSize ?? diskSizeFor(ctx.layout!), layout: ctx.layout! };
+  return {
+    disk: opts.disk,
+    created: !ctx.existing,
+    size: ctx.diskSize ?? diskSizeFor(ctx.layout!),
+    layout: ctx.layout!,
+    ...(ctx.seed ? { site: { name: ctx.seed.name, bytes: ctx.seed.bytes.length } } : {}),
+  };
 }

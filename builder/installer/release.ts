@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { encodeRelease, loadBuildJson, parseRelease, PAYLOAD_OPTIONAL, PAYLOAD_REQUIRED, rfc3339, type BuildJson, type Release } from '../oci/installer-image.ts';
+import { encodeRelease, loadBuildJson, parseRelease, PAYLOAD_OPTIONAL, PAYLOAD_REQUIRED, rfc3339, SITE_ARTIFACT, type BuildJson, type Release } from '../oci/installer-image.ts';
 import { pullRelease } from '../oci/pull.ts';
 import { parseReference, repoName } from '../oci/reference.ts';
 import { RegistryClient, type RegistryClientOptions } from '../oci/registry.ts';
@@ -40,8 +40,9 @@ export function releaseFromBuild(build: BuildJson, origin: string): Release {
   }
   if (build.epoch === undefined) throw new InputError(`${origin}: build.json has no epoch`);
   const artifacts: Release['artifacts'] = {};
-  // The slots' UKIs travel with the release like rootfs.verity (see builder/boot/entries.ts).
-  for (const n of new Set<string>([...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL, ...UKI_ARTIFACTS])) {
+  // The slots' UKIs travel with the release like rootfs.verity (see builder/boot/entries.ts);
+  // a site build's seed like its installer image's site layer (docs/fleet.md).
+  for (const n of new Set<string>([...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL, ...UKI_ARTIFACTS, SITE_ARTIFACT])) {
     const a = build.artifacts[n];
     if (a) artifacts[n] = { sha256: hexOf(a.sha256), size: a.size };
   }
@@ -52,6 +53,7 @@ export function releaseFromBuild(build: BuildJson, origin: string): Release {
     version: build.version,
     arch: build.arch,
     profileDigest: build.profileDigest,
+    ...(artifacts[SITE_ARTIFACT] && build.baseDigest !== undefined && build.baseDigest !== build.profileDigest ? { baseDigest: build.baseDigest } : {}),
     created: rfc3339(build.epoch),
     artifacts,
     requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },

@@ -1,9 +1,11 @@
 import { parseVerityCmdline, rootLabel, SLOTS, type Slot } from '../boot/entries.ts';
 import { describeCounting, readBootState, type SlotState } from './boot-state.ts';
-import { openDisk, type Disk } from './disk.ts';
+import { openDisk, partitionIo, type Disk } from './disk.ts';
 import { openEsp } from './esp.ts';
 import { probeLayout, type DiskPartition, type OssifyLayout } from './layout.ts';
+import { readStateSeed } from './site-seed.ts';
 import { hashDiskRange } from './upgrade.ts';
+import { createHash } from 'node:crypto';
 import { slotRootHash } from './verity.ts';
 
 /** What `ossify status` reports: the layout, each slot's release and entry, and the next boot. */
@@ -19,6 +21,11 @@ export interface StatusReport {
   next: Slot | undefined;
   /** Entry files in the order systemd-boot tries them. */
   bootOrder: string[];
+  /**
+   * fleet: the site data at the start of STATE (absent when the disk has no STATE): a seed,
+   * none, one an interrupted install left unfinished, or data ossify did not write.
+   */
+  site?: { state: 'seed' | 'empty' | 'pending' | 'other'; name?: string; size?: number; sha256?: string };
   /** Things worth knowing that do not stop the disk from booting. */
   warnings: string[];
 }
@@ -143,6 +150,17 @@ export async function diskStatus(path: string, opts: { verify?: boolean } = {}):
     for (const p of await esp.check()) warnings.push(`ESP: ${p.kind} in ${p.path}: ${p.detail}`);
     const slots: SlotStatus[] = [];
     for (const slot of SLOTS) slots.push(await slotStatus(disk, layout, state.slots[slot], state.next, opts.verify ?? false, warnings));
+    let site: StatusReport['site'];
+    if (layout.state) {
+      const s = await readStateSeed(partitionIo(disk, { ...layout.state, label: 'STATE' }));
+      site = {
+        state: s.kind,
+        ...(s.name !== undefined ? { name: s.name } : {}),
+        ...(s.bytes ? { size: s.bytes.length, sha256: `sha256:${createHash('sha256').update(s.bytes).digest('hex')}` } : {}),
+      };
+      if (s.kind === 'seed' && !s.bytes) warnings.push('STATE: the site data is damaged (not a complete tar archive); reinstall or upgrade from the site\'s image');
+      if (s.kind === 'pending') warnings.push('STATE: a site data write was interrupted, so no site data is applied at boot; rerun the install or upgrade');
+    }
     return {
       disk: path,
       size: disk.size,
@@ -153,6 +171,7 @@ export async function diskStatus(path: string, opts: { verify?: boolean } = {}):
       slots,
       next: state.next,
       bootOrder: state.order.map((e) => e.file),
+      ...(site ? { site } : {}),
       warnings,
     };
   } finally {
@@ -173,6 +192,10 @@ export function formatStatus(r: StatusReport): string {
     lines.push(`  release: ${rel}`);
     if (s.verity) lines.push(`  verity:  root ${s.verity.roothash}${s.verity.verified === undefined ? '' : s.verity.verified ? ' (verified)' : ' (MISMATCH)'}`);
     lines.push(`  entry:   ${e}`);
+  }
+  if (r.site) {
+    const what = { seed: `${r.site.name ?? 'unnamed site'}${r.site.size !== undefined ? ` (${r.site.size} bytes, ${r.site.sha256!.slice(0, 19)}…)` : ''}`, empty: 'none', pending: 'none (an interrupted write)', other: 'none (STATE holds other data)' }[r.site.state];
+    lines.push(`site:    ${what}`);
   }
   lines.push(r.next ? `next boot: slot ${r.next}` : 'next boot: nothing (no boot entries)');
   for (const w of r.warnings) lines.push(`warning: ${w}`);

@@ -4,11 +4,13 @@ import { entryConf, entryFileName, rootLabel, slotDir, UKI_DIR, ukiArtifact, uki
 import type { FatEditor } from '../formats/fat/mutate.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { bootSettingsOfSource } from './boot-settings.ts';
+import { planBootFiles, releaseBootFiles, writeBootFiles, type BootFilesPlan } from './boot-files.ts';
 import { describeCounting, ENTRIES_DIR, otherSlot, readBootState, TEMP_SUFFIX, type BootState } from './boot-state.ts';
-import { openDisk, type Disk } from './disk.ts';
+import { openDisk, partitionIo, type Disk } from './disk.ts';
 import { cleanEsp, openEsp, putFileAtomic, stageFile } from './esp.ts';
 import { probeLayout, type OssifyLayout } from './layout.ts';
 import { verifyRelease, type ReleaseSource } from './release.ts';
+import { checkStateForSeed, describeSeedChange, readStateSeed, releaseSeed, writeStateSeed, type ReleaseSeed } from './site-seed.ts';
 import { runInstallerSteps, type InstallerStep } from './steps.ts';
 import { checkReleaseVerity, releaseVerity, verifySlotVerity, writeSlotVerity, type ReleaseVerity } from './verity.ts';
 
@@ -16,7 +18,7 @@ import { checkReleaseVerity, releaseVerity, verifySlotVerity, writeSlotVerity, t
  * Upgrade: write a release into the slot that is not active and make it the next boot, on
  * trial. The active slot is the one that boots next (systemd-boot's order; on a running
  * device, the slot in /proc/cmdline); writes are fenced to the ESP and the other root
- * partition, so the active slot is never written.
+ * partition (and STATE, for a site release's data), so the active slot is never written.
  *
  * Steps (every write of a step is fsynced before the next step starts):
  *
@@ -33,10 +35,17 @@ import { checkReleaseVerity, releaseVerity, verifySlotVerity, writeSlotVerity, t
  *  7. esp-files      replace ossify/<target>/{vmlinuz,initrd.img}, then add release.json;
  *                    each goes in under a temporary name, is read back and compared, then
  *                    renamed. (UKI releases: only release.json; the kernel is in the entry.)
- *  8. stage-entry    write the counted entry as ossify-<target>+N.conf.ossify-tmp (UKI:
+ *     boot-files     the ESP's shared boot files (systemd-boot, loader.conf, Secure Boot keys
+ *                    to enrol) become the release's, each replaced whole, boot loaders first
+ *                    (builder/installer/boot-files.ts); only for a release that carries them.
+ *  8. write-site     fleet: only for a release that carries site data (site.tar): put it at
+ *                    the start of STATE, first block last (builder/installer/site-seed.ts).
+ *                    Runs after plan even when the release is already installed, so a site
+ *                    image with new site data and the same OS updates STATE alone.
+ *  9. stage-entry    write the counted entry as ossify-<target>+N.conf.ossify-tmp (UKI:
  *                    the slot's unified kernel image as
  *                    EFI/Linux/ossify-<gen>-<target>+N.efi.ossify-tmp, read back and compared).
- *  9. switch         rename it to ossify-<target>+N.conf (ossify-<gen>-<target>+N.efi): one
+ * 10. switch         rename it to ossify-<target>+N.conf (ossify-<gen>-<target>+N.efi): one
  *                    directory-sector write.
  *
  * Why a kill at any point leaves a disk that boots the previous release:
@@ -44,19 +53,26 @@ import { checkReleaseVerity, releaseVerity, verifySlotVerity, writeSlotVerity, t
  * - systemd-boot only reads `loader/entries/*.conf` and `EFI/Linux/*.efi` (a temporary
  *   `.ossify-tmp` name is neither); the active slot's entry, kernel, initrd and root are never
  *   written, so it stays bootable throughout.
- * - Until step 9 the target slot has no `.conf` entry at all (step 4 removes it before its
+ * - Until step 10 the target slot has no `.conf` entry at all (step 4 removes it before its
  *   partition or kernel is touched), so nothing can boot a half-written slot, and the
  *   active entry sorts first.
- * - Step 9 is a single 512-byte write: the entry either does not exist (previous release
+ * - Step 10 is a single 512-byte write: the entry either does not exist (previous release
  *   boots) or exists complete, pointing at files that were written, verified and synced in
- *   steps 5–8. Its generation is max+1, so it sorts first while it has tries left; when the
+ *   steps 5–9. Its generation is max+1, so it sorts first while it has tries left; when the
  *   tries run out it sorts last and the previous release boots again.
  * - A kill inside a FAT change can leak clusters or leave a temporary file; neither is
  *   referenced by an entry, and step 3 of the next run removes them.
+ * - The shared boot files serve both slots: each is old or new at every kill point, and plan
+ *   refuses a boot loader or keys that a firmware enforcing Secure Boot would not follow from
+ *   the disk's (see boot-files.ts), so either boot loader starts the previous release.
+ * - STATE holds no slot's files, and its seed is either the old one, none (a marker block the
+ *   rootfs init ignores) or the new one; a rerun finishes it. Both slots read the same seed:
+ *   site data is the machine's, not a release's, so a fallback boots with the new site data.
+ *   A release without site.tar leaves STATE alone (the machine keeps its site data).
  *
  * Rerunning after a kill repeats the same plan: the target has no entry (or a leftover
- * temporary one), so it is still "the other slot"; after step 9 the release is the next
- * boot and the rerun stops at step 2.
+ * temporary one), so it is still "the other slot"; after step 10 the release is the next
+ * boot and the rerun stops at step 2 (then finishes step 8, if a kill interrupted it).
  *
  * Limits: a kill is a process crash; on a power cut the guarantee rests on the medium
  * honouring fsync and writing 512-byte sectors atomically. Read-back verification of a
@@ -74,6 +90,8 @@ export interface UpgradeOptions {
   cmdline?: string;
   /** Upgrade even while the next-boot slot is still on trial. */
   force?: boolean;
+  /** fleet: write a site release's data even when STATE holds another site's. */
+  replaceSite?: boolean;
   log?: (line: string) => void;
   env?: NodeJS.ProcessEnv;
 }
@@ -85,6 +103,8 @@ export interface UpgradeResult {
   /** True when the release already was the next boot and nothing was written. */
   alreadyInstalled: boolean;
   timings: Record<string, number>;
+  /** fleet: the site data of a release that carries some; `written` is false when STATE already held it. */
+  site?: { name: string | undefined; written: boolean };
 }
 
 interface Ctx {
@@ -102,6 +122,11 @@ interface Ctx {
   verity?: ReleaseVerity | undefined;
   /** The release boots from unified kernel images (uki-a.efi, uki-b.efi) instead of Type #1 entries. */
   uki?: boolean;
+  /** What boot-files changes of the ESP's shared boot files (undefined: the release carries none). */
+  boot?: BootFilesPlan | undefined;
+  /** fleet: the release's site seed, for the start of STATE, and whether it was written. */
+  seed?: ReleaseSeed | undefined;
+  seedWritten?: boolean;
   done: boolean;
 }
 
@@ -161,6 +186,12 @@ function steps(): InstallerStep<Ctx>[] {
         c.uki = releaseUsesUki(c.opts.source);
         c.verity = await releaseVerity(c.opts.source);
         if (c.verity) await checkReleaseVerity(c.opts.source, c.verity);
+        c.seed = await releaseSeed(c.opts.source);
+        if (c.seed) {
+          const r = c.opts.source.release;
+          if (!c.layout.state) throw new InputError(`${r.name} ${r.version} carries site data for the STATE partition, but ${c.disk.path} has none`, { hint: 'install the site release on a new disk with ossify install' });
+          if (c.seed.bytes.length > c.layout.state.size) throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the STATE partition (${c.layout.state.size} bytes)`);
+        }
       },
     },
     {
@@ -171,6 +202,14 @@ function steps(): InstallerStep<Ctx>[] {
         const active = c.opts.runningSlot ?? state.next;
         c.state = state;
         c.active = active;
+        // fleet: STATE is checked before anything is written, whether or not the slots change.
+        if (c.seed) {
+          const current = await readStateSeed(partitionIo(c.disk, { ...c.layout.state!, label: 'STATE' }));
+          checkStateForSeed(c.disk.path, current, c.seed, { ...(c.opts.replaceSite ? { replaceSite: true } : {}) });
+          log(describeSeedChange(current, c.seed));
+        }
+        // Only the ESP, the target root partition and (for site data) STATE may be written.
+        const stateRange = c.seed ? [{ ...c.layout.state!, label: 'STATE' }] : [];
         const rootSha = hexOf(r.artifacts['rootfs.squashfs']!.sha256);
         if (active && !c.opts.runningSlot) {
           const s = state.slots[active];
@@ -187,6 +226,7 @@ function steps(): InstallerStep<Ctx>[] {
             c.entryFile = s.entry.file;
             c.generation = s.entry.generation;
             c.done = true;
+            c.disk.restrictWrites(stateRange);
             return;
           }
           if (s.entry?.counting.state === 'trying' && !c.opts.force) {
@@ -221,7 +261,11 @@ function steps(): InstallerStep<Ctx>[] {
         const sizes = c.uki
           ? [r.artifacts[ukiArtifact(target)]!.size, Buffer.byteLength(slotReleaseJson(c.opts.source))]
           : [r.artifacts['vmlinuz']!.size, r.artifacts['initramfs.img']!.size, Buffer.byteLength(slotReleaseJson(c.opts.source)), Buffer.byteLength(c.entryText!)];
-        const need = sizes.reduce((n, s) => n + c.esp.allocationFor(s), 0) + 4 * c.esp.allocationFor(1);
+        // The ESP's shared boot files, when the release carries them; refused here if a firmware enforcing Secure Boot could not follow.
+        const bootFiles = await releaseBootFiles(c.opts.source);
+        c.boot = bootFiles ? await planBootFiles(c.esp, bootFiles, { active: active ? state.slots[active].entry : undefined, release: `${r.name} ${r.version}` }) : undefined;
+        if (!bootFiles) log('the release carries no boot loader (an installer image made by an older ossify): the disk\'s systemd-boot and loader.conf stay as they are');
+        const need = sizes.reduce((n, s) => n + c.esp.allocationFor(s), 0) + 4 * c.esp.allocationFor(1) + (c.boot?.need ?? 0);
         let freed = 0;
         for (const path of [...['vmlinuz', 'initrd.img', 'release.json'].map((f) => `${slotDir(target)}/${f}`), ...state.slots[target].entries.map((e) => e.path), ...state.leftovers]) {
           const st = await c.esp.stat(path);
@@ -231,10 +275,10 @@ function steps(): InstallerStep<Ctx>[] {
           throw new InputError(`the ESP has ${c.esp.freeBytes() + freed} bytes for slot ${target}'s kernel and initrd, ${need} are needed`, { hint: 'install onto a disk with a larger ESP (disk.esp in the profile)' });
         }
         log(`active slot ${active ?? 'none'}, writing ${r.name} ${r.version} to slot ${target} (${rootLabel(target)}), entry ${c.entryFile} generation ${c.generation}`);
-        // From here on, only the ESP and the target root partition may be written.
         c.disk.restrictWrites([
           { ...c.layout.esp, label: 'ESP' },
           { ...c.layout.roots[target], label: rootLabel(target) },
+          ...stateRange,
         ]);
       },
     },
@@ -298,6 +342,23 @@ function steps(): InstallerStep<Ctx>[] {
       },
     },
     {
+      name: 'boot-files',
+      when: (c) => live(c) && (c.boot?.changes.length ?? 0) > 0,
+      async run(c, log) {
+        for (const line of await writeBootFiles(c.esp, c.boot!, c.opts.source.epoch)) log(line);
+      },
+    },
+    {
+      // fleet: also when the release is already installed (a site image with new site data).
+      name: 'write-site',
+      when: (c) => c.seed !== undefined,
+      async run(c, log) {
+        const io = partitionIo(c.disk, { ...c.layout.state!, label: 'STATE' });
+        c.seedWritten = await writeStateSeed(io, c.seed!.bytes);
+        log(c.seedWritten ? `STATE: site ${c.seed!.name ?? '(unnamed)'}, ${c.seed!.bytes.length} bytes written and verified` : `STATE already holds this site data (${c.seed!.name ?? 'unnamed'})`);
+      },
+    },
+    {
       name: 'stage-entry',
       when: live,
       async run(c) {
@@ -327,7 +388,14 @@ export async function upgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
     const esp = await openEsp(disk, layout);
     const ctx: Ctx = { opts, disk, layout, esp, done: false };
     const timings = await runInstallerSteps(steps(), ctx, disk, { log, ...(opts.env ? { env: opts.env } : {}) });
-    return { slot: ctx.target!, entryFile: ctx.entryFile!, generation: ctx.generation!, alreadyInstalled: ctx.done, timings };
+    return {
+      slot: ctx.target!,
+      entryFile: ctx.entryFile!,
+      generation: ctx.generation!,
+      alreadyInstalled: ctx.done,
+      timings,
+      ...(ctx.seed ? { site: { name: ctx.seed.name, written: ctx.seedWritten ?? false } } : {}),
+    };
   } finally {
     await disk.close();
   }

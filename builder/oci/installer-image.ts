@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { gzipDeterministic } from '../util/gzip.ts';
 // The entrypoint is the on-device installer: the image upgrades the machine it runs on.
 import { DEVICE_SCRIPT } from '../installer/device-script.ts';
+import { BOOT_ARTIFACTS } from '../boot/esp.ts';
 import { z } from 'zod';
 import { type TarEntry, writeTar } from '../formats/tar.ts';
 import { type Content, bytesContent, hostFileContent, readContent, textContent } from '../tree/content.ts';
@@ -14,14 +15,18 @@ import { gcLayout, hasBlob, initLayout, putBlobBytes, putBlobStream, putJson, re
 import { ANNOTATION, type Descriptor, type ImageManifest, MT, type Platform, platformForArch } from './media-types.ts';
 
 /** Bumped whenever the image's structure changes, so a cached layout from an older ossify is rebuilt. */
-const IMAGE_FORMAT = 1;
+const IMAGE_FORMAT = 2; // 2: a site's release.json names its baseDigest
 
 /** Inside the image: where the payload lives and what runs. */
 export const PAYLOAD_DIR = 'ossify/payload';
 export const INSTALL_SCRIPT = 'ossify/install.sh';
 export const PAYLOAD_REQUIRED = ['rootfs.squashfs', 'vmlinuz', 'initramfs.img'] as const;
-/** Shipped when the build produced them (dm-verity hash tree, unified kernel image). */
-export const PAYLOAD_OPTIONAL = ['rootfs.verity', 'uki-a.efi', 'uki-b.efi'] as const;
+/**
+ * Shipped when the build produced them: the dm-verity hash tree, the slots' unified kernel
+ * images, and the ESP's shared boot files (systemd-boot as the ESP holds it — signed under
+ * Secure Boot —, loader.conf, loader/keys/auto/{PK,KEK,db}.auth; see BOOT_ARTIFACTS).
+ */
+export const PAYLOAD_OPTIONAL = ['rootfs.verity', 'uki-a.efi', 'uki-b.efi', ...BOOT_ARTIFACTS] as const;
 
 const Hex64 = z.string().regex(/^(sha256:)?[a-f0-9]{64}$/, 'must be a sha256 hex digest');
 const ArtifactSchema = z.looseObject({ sha256: Hex64, size: z.number().int().nonnegative() });
@@ -51,6 +56,11 @@ export interface Release {
   version: string;
   arch: string;
   profileDigest: string;
+  /**
+   * fleet (docs/fleet.md): a site release's base digest (its profile's without `site:`), which
+   * the OS artifacts, disk GUIDs and FAT serial derive from; absent when it equals profileDigest.
+   */
+  baseDigest?: string;
   created: string;
   artifacts: Record<string, { sha256: string; size: number }>;
   requirements: { minRootSlotSize: number };
@@ -195,7 +205,10 @@ export function assertElfArch(bytes: Uint8Array, arch: string, origin: string): 
 export function encodeRelease(r: Release): string {
   const lines: string[] = ['{'];
   lines.push(`  "schemaVersion": ${r.schemaVersion},`);
-  for (const k of ['name', 'version', 'arch', 'profileDigest', 'created'] as const) lines.push(`  ${JSON.stringify(k)}: ${JSON.stringify(r[k])},`);
+  for (const k of ['name', 'version', 'arch', 'profileDigest', 'created'] as const) {
+    lines.push(`  ${JSON.stringify(k)}: ${JSON.stringify(r[k])},`);
+    if (k === 'profileDigest' && r.baseDigest !== undefined) lines.push(`  "baseDigest": ${JSON.stringify(r.baseDigest)},`);
+  }
   if (r.roothash !== undefined) lines.push(`  "roothash": ${JSON.stringify(r.roothash)},`);
   lines.push(`  "requirements": {"minRootSlotSize": ${r.requirements.minRootSlotSize}},`);
   lines.push('  "artifacts": {');
@@ -214,6 +227,7 @@ const ReleaseSchema = z.looseObject({
   version: z.string(),
   arch: z.string(),
   profileDigest: z.string(),
+  baseDigest: z.string().optional(),
   created: z.string(),
   artifacts: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), z.object({ sha256: z.string().regex(/^[a-f0-9]{64}$/), size: z.number().int().nonnegative() })),
   requirements: z.looseObject({ minRootSlotSize: z.number().int().nonnegative() }),
@@ -361,7 +375,11 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
     requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },
     ...(roothash !== undefined ? { roothash } : {}),
   };
-  if (site) release.artifacts = { ...artifacts, [SITE_ARTIFACT]: { sha256: hexOf(site.sha256), size: site.size } };
+  if (site) {
+    release.artifacts = { ...artifacts, [SITE_ARTIFACT]: { sha256: hexOf(site.sha256), size: site.size } };
+    // What the installer derives the disk's GUIDs and FAT serial from, as the build did.
+    if (build.baseDigest !== undefined && build.baseDigest !== build.profileDigest) release.baseDigest = build.baseDigest;
+  }
   const releaseText = encodeRelease(release);
   const baseReleaseText = encodeRelease(baseRelease);
 

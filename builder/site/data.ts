@@ -154,6 +154,61 @@ export async function writeSiteSeed(disk: string, partitions: readonly { label: 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The seed on a STATE partition, as the installers read and replace it (builder/installer/site-seed.ts).
+
+const TAR_BLOCK = 512;
+const USTAR_MAGIC = 'ustar';
+/** How much of STATE must be zeros for it to count as empty: what an install clears, and more than a seed. */
+export const STATE_PROBE_BYTES = 1 << 20;
+
+/**
+ * The first block of STATE while a new seed goes in: no `ustar` magic at byte 257, so neither
+ * the rootfs init nor a tar reader takes the half-written bytes behind it for a seed, and the
+ * installers know the block as their own (a rerun replaces it; anything else unknown is refused).
+ */
+export const SEED_PENDING_MARKER = 'OSSIFY-SITE-SEED-PENDING\n';
+
+export function seedPendingBlock(): Uint8Array {
+  const b = new Uint8Array(TAR_BLOCK);
+  b.set(new TextEncoder().encode(SEED_PENDING_MARKER));
+  return b;
+}
+
+/** Whether a block is a tar header the rootfs init accepts as the start of a seed (it checks the magic only). */
+export function isSeedHeader(block: Uint8Array): boolean {
+  return block.length >= 262 && new TextDecoder().decode(block.subarray(257, 262)) === USTAR_MAGIC;
+}
+
+/** Why `seed` cannot be a seed (a whole number of blocks, a ustar header first, two zero blocks last), or undefined. */
+export function seedProblem(seed: Uint8Array): string | undefined {
+  if (seed.length < 3 * TAR_BLOCK || seed.length % TAR_BLOCK !== 0) return `it is ${seed.length} bytes, not a tar archive of whole 512-byte blocks`;
+  if (!isSeedHeader(seed)) return 'it does not start with a ustar header';
+  if (!seed.subarray(seed.length - 2 * TAR_BLOCK).every((b) => b === 0)) return 'it does not end with the two zero blocks that end a tar archive';
+  return undefined;
+}
+
+/**
+ * What the start of a STATE partition holds: a seed (the init applies it), a seed being
+ * replaced (SEED_PENDING_MARKER), nothing (`head`, the first STATE_PROBE_BYTES or all of a
+ * smaller partition, is zeros), or data ossify did not write (the installers refuse to
+ * overwrite it).
+ */
+export type StateSeedKind = 'seed' | 'pending' | 'empty' | 'other';
+
+export function stateSeedKind(head: Uint8Array): StateSeedKind {
+  if (isSeedHeader(head)) return 'seed';
+  const marker = new TextEncoder().encode(SEED_PENDING_MARKER);
+  if (head.length >= TAR_BLOCK && marker.every((b, i) => head[i] === b) && head.subarray(marker.length, TAR_BLOCK).every((b) => b === 0)) return 'pending';
+  return head.every((b) => b === 0) ? 'empty' : 'other';
+}
+
+/** SITE_NAME from a seed's etc/ossify/site.env line (as siteTree writes it), if it has one. */
+export function siteNameOfEnv(env: string): string | undefined {
+  const m = /^SITE_NAME='((?:[^']|'\\'')*)'$/m.exec(env);
+  return m ? m[1]!.replace(/'\\''/g, "'") : undefined;
+}
+
 /** For tests and `ossify inspect`-like tools: the text of one file of a site tree. */
 export async function siteFileText(tree: FileTree, path: string): Promise<string | undefined> {
   const e = tree.resolve(path);

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,5 +61,22 @@ describe('the example fleet', () => {
     });
     expect(r.matched, r.log.slice(-4000)).toBe(true);
     expect(r.log).toContain('OSSIFY-SITE name=store-0002 hostname=store-0002.fleet.example');
+  }, 300_000);
+
+  it('boots another site\'s data after `ossify upgrade` from that site\'s release rewrote STATE', async () => {
+    const from = built.find((b) => b.site?.name === 'store-0001')!;
+    const to = built.find((b) => b.site?.name === 'store-0003')!;
+    const disk = join(out, 'moved.raw');
+    await copyFile(join(from.outDir, 'disk.raw'), disk);
+    // Same OS, other site: only STATE changes, and only when asked to.
+    const refused = await ossify(['upgrade', '--from', to.outDir, '--disk', disk]);
+    expect(refused.exitCode, refused.stderr).toBe(2);
+    const u = await ossify(['upgrade', '--from', to.outDir, '--disk', disk, '--replace-site', '--json']);
+    expect(u.exitCode, u.stderr).toBe(0);
+    expect(JSON.parse(u.stdout)).toMatchObject({ alreadyInstalled: true, site: { name: 'store-0003', written: true } });
+    const r = await runDisk({ disk, expect: /OSSIFY-BOOT name=ossify-default version=1\.0\.0 slot=a/, timeout: 240, noReboot: true });
+    expect(r.matched, r.log.slice(-4000)).toBe(true);
+    expect(r.log).toContain('OSSIFY-SITE name=store-0003 hostname=store-0003.fleet.example');
+    expect(r.log).not.toContain('store-0001');
   }, 300_000);
 });

@@ -13,6 +13,8 @@ import type { BuildRecord } from '../../builder/pipeline.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
 import { ossify, PROJECT_ROOT } from '../helpers/cli.ts';
 import { requireTool, run, runOk } from '../helpers/oracle.ts';
+import { needTool, run as runFormatTool } from '../helpers/oracle-formats.ts';
+import { startRegistry } from '../helpers/registry.ts';
 
 /**
  * Unified kernel images and Secure Boot end to end (issue 8): profiles/test/uki.yaml builds
@@ -29,6 +31,7 @@ let out: string;
 let u1: string;
 let u2: string;
 let sb: string;
+let sb2: string;
 let keys: string;
 
 async function build(profile: string): Promise<string> {
@@ -74,7 +77,9 @@ beforeAll(async () => {
   await cli(['keygen', '--secure-boot', keys, '--common-name', 'ossify e2e']);
   const sbProfile = join(out, 'uki-sb.yaml');
   writeFileSync(sbProfile, `extends: ${JSON.stringify(join(PROJECT_ROOT, 'profiles/test/uki.yaml'))}\nname: ossify-uki-sb\nboot:\n  secureBoot:\n    keys: keys\n`);
-  [u1, u2, sb] = await Promise.all([build('profiles/test/uki.yaml'), build('profiles/test/uki-v2.yaml'), build(sbProfile)]);
+  const sbProfile2 = join(out, 'uki-sb-v2.yaml');
+  writeFileSync(sbProfile2, `extends: ${JSON.stringify(join(PROJECT_ROOT, 'profiles/test/uki-v2.yaml'))}\nname: ossify-uki-sb\nboot:\n  secureBoot:\n    keys: keys\n`);
+  [u1, u2, sb, sb2] = await Promise.all([build('profiles/test/uki.yaml'), build('profiles/test/uki-v2.yaml'), build(sbProfile), build(sbProfile2)]);
 }, 600_000);
 
 afterAll(async () => {
@@ -186,4 +191,49 @@ describe('unified kernel images', () => {
     expect(denied.matched, denied.log.slice(-3000)).toBe(true);
     expect(denied.log).not.toContain('OSSIFY-BOOT');
   }, 400_000);
+
+  it('Secure Boot from a registry: a disk installed from the image has the signed systemd-boot and keys, enrols them and boots enforced; so does an upgrade from the next image', async () => {
+    needTool('mcopy', 'mtools');
+    needTool('fsck.fat', 'dosfstools');
+    const reg = await startRegistry();
+    try {
+      const push = async (dir: string, tag: string) => (await cli(['push', dir, `${reg.host}/ossify/uki-sb:${tag}`, '--insecure'])).stdout.trim().split('\n').pop()!;
+      const [ref1, ref2] = [await push(sb, '1.0.0'), await push(sb2, '2.0.0')];
+      expect(ref1).toMatch(/@sha256:[0-9a-f]{64}$/);
+      const disk = join(out, 'sb-from-image.raw');
+      await cli(['install', '--image', ref1, '--insecure', '--disk', disk]);
+      // The oracles look at the installed ESP the way a user would: cut it out, mcopy the boot loader, sbverify it, fsck.fat it.
+      const espOf = async (name: string) => {
+        const d = await openDisk(disk, { write: false });
+        const esp = (await probeLayout(d)).esp;
+        const img = join(out, `${name}.esp`);
+        writeFileSync(img, await d.read(esp.offset, esp.size));
+        await d.close();
+        const f = runFormatTool('fsck.fat', ['-n', img]);
+        expect(f.code, f.stdout + f.stderr).toBe(0);
+        for (const path of ['EFI/BOOT/BOOTX64.EFI', 'loader/keys/auto/db.auth', 'loader/loader.conf']) {
+          const r = runFormatTool('mcopy', ['-n', '-o', '-i', img, `::/${path}`, join(out, `${name}-${path.split('/').pop()}`)]);
+          expect(r.code, r.stderr).toBe(0);
+        }
+        const v = run('sbverify', ['--cert', join(keys, 'db.crt'), join(out, `${name}-BOOTX64.EFI`)]);
+        expect(v.stdout + v.stderr).toMatch(/Signature verification OK/);
+        expect(readFileSync(join(out, `${name}-loader.conf`), 'utf8')).toContain('secure-boot-enroll force\n');
+        return img;
+      };
+      await espOf('sb-installed');
+      // Setup mode: systemd-boot enrols the keys from the installed ESP and resets; then the firmware enforces Secure Boot.
+      const first = await runDisk({ disk, secureBoot: true, snapshot: true, expect: /OSSIFY-BOOT name=ossify-uki-sb version=1\.0\.0 slot=a/, stopOnMatch: true, timeout: 40 });
+      expect(first.matched, first.log.slice(-4000)).toBe(true);
+      expect(first.log).toMatch(/Enrolling secure boot keys from directory: \\loader\\keys\\auto/);
+      expect(first.log).toMatch(/EFI stub: UEFI Secure Boot is enabled|secureboot: Secure boot enabled/);
+
+      await cli(['upgrade', '--image', ref2, '--insecure', '--disk', disk]);
+      await espOf('sb-upgraded');
+      const second = await runDisk({ disk, secureBoot: true, snapshot: true, expect: /OSSIFY-BOOT name=ossify-uki-sb version=2\.0\.0 slot=b/, stopOnMatch: true, timeout: 40 });
+      expect(second.matched, second.log.slice(-4000)).toBe(true);
+      expect(second.log).toMatch(/EFI stub: UEFI Secure Boot is enabled|secureboot: Secure boot enabled/);
+    } finally {
+      await reg.stop();
+    }
+  }, 180_000);
 });

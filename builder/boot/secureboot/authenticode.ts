@@ -1,10 +1,12 @@
-import { createHash } from 'node:crypto';
+import { createHash, verify, X509Certificate } from 'node:crypto';
 import { DIR_SECURITY, parsePe, PeFormatError, updatePeChecksum, type PeHeaders } from '../../formats/pe/index.ts';
 import { InputError } from '../../util/errors.ts';
 import {
   algorithmId,
   bitString,
   bmpString,
+  certificateIssuerAndSerial,
+  children,
   explicit,
   implicitPrimitive,
   octetString,
@@ -132,6 +134,86 @@ export function readPeSignatures(image: Uint8Array): EmbeddedSignature[] {
     if (len < 8) throw new PeFormatError(`WIN_CERTIFICATE at ${at} has length ${len}`);
     out.push({ revision: dv.getUint16(at + 4, true), type: dv.getUint16(at + 6, true), data: image.subarray(at + 8, at + len) });
     at += Math.ceil(len / CERT_ALIGN) * CERT_ALIGN;
+  }
+  return out;
+}
+
+export interface PeSigner {
+  /** The signer's X.509 certificate (DER), from the signature's certificate set. */
+  certificate: Uint8Array;
+  /** sha256 of `certificate`, hex: what two signatures by the same key share. */
+  fingerprint: string;
+  subject: string;
+  /** The signature covers this image (its Authenticode digest) and verifies with the certificate's key. */
+  valid: boolean;
+}
+
+const OID_MESSAGE_DIGEST = '1.2.840.113549.1.9.4';
+
+function oidText(content: Uint8Array): string {
+  const out: number[] = [Math.floor(content[0]! / 40), content[0]! % 40];
+  let v = 0;
+  for (let i = 1; i < content.length; i++) {
+    v = v * 128 + (content[i]! & 0x7f);
+    if (!(content[i]! & 0x80)) {
+      out.push(v);
+      v = 0;
+    }
+  }
+  return out.join('.');
+}
+
+/**
+ * Who signed a PE image, read from its Authenticode signatures (the certificate that the
+ * SignerInfo's issuer and serial name), and whether each signature holds for this image: the
+ * digest it carries is the image's Authenticode digest, its messageDigest attribute covers
+ * that, and the RSA signature over the attributes verifies with the certificate's key — what
+ * firmware checks before it looks the certificate up in db. An image that is not a PE, or is
+ * unsigned, has no signers.
+ */
+export function peSigners(image: Uint8Array): PeSigner[] {
+  let sigs: EmbeddedSignature[];
+  try {
+    sigs = readPeSignatures(image);
+  } catch {
+    return [];
+  }
+  const out: PeSigner[] = [];
+  for (const s of sigs) {
+    try {
+      const ci = children(readTlv(s.data, 0));
+      const sd = children(children(ci[1]!)[0]!);
+      const encap = children(sd[2]!);
+      const idc = children(encap[1]!)[0]!;
+      const idcDigest = children(children(idc)[1]!)[1]!.content;
+      const certSet = sd.find((e) => e.tag === 0xa0);
+      const signerInfo = children(sd[sd.length - 1]!)[0]!;
+      const si = children(signerInfo);
+      const sid = children(si[1]!);
+      const certs = certSet ? children(certSet) : [];
+      const cert = certs.find((c) => {
+        const { issuer, serial } = certificateIssuerAndSerial(c.raw);
+        return Buffer.from(issuer).equals(Buffer.from(sid[0]!.raw)) && Buffer.from(serial).equals(Buffer.from(sid[1]!.raw));
+      });
+      if (!cert) continue;
+      const attrs = si.find((e) => e.tag === 0xa0);
+      const signature = si.find((e, i) => i > 3 && e.tag === 0x04);
+      let valid = false;
+      if (attrs && signature && Buffer.from(idcDigest).equals(authenticodeDigest(image))) {
+        const md = children(attrs).find((a) => oidText(children(a)[0]!.content) === OID_MESSAGE_DIGEST);
+        const mdValue = md ? children(children(md)[1]!)[0]!.content : undefined;
+        const idcContentDigest = createHash('sha256').update(idc.content).digest();
+        if (mdValue && Buffer.from(mdValue).equals(idcContentDigest)) {
+          const signed = Uint8Array.from(attrs.raw);
+          signed[0] = 0x31; // the signature covers the attributes as a SET
+          valid = verify('sha256', signed, new X509Certificate(Buffer.from(cert.raw)).publicKey, signature.content);
+        }
+      }
+      const x = new X509Certificate(Buffer.from(cert.raw));
+      out.push({ certificate: Uint8Array.from(cert.raw), fingerprint: createHash('sha256').update(cert.raw).digest('hex'), subject: x.subject.replace(/\n/g, ', '), valid });
+    } catch {
+      /* a signature this reader cannot parse names nobody */
+    }
   }
   return out;
 }

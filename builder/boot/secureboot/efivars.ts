@@ -161,3 +161,21 @@ export function secureBootAuthFiles(o: AuthFilesOptions): Record<'PK' | 'KEK' | 
     db: file('db', efiSignatureList(o.db, o.owner), o.KEK),
   };
 }
+
+/** The X.509 certificates (DER) an EFI_SIGNATURE_LIST sequence holds; other signature types are skipped. */
+export function signatureListCertificates(esl: Uint8Array): Uint8Array[] {
+  const dv = new DataView(esl.buffer, esl.byteOffset, esl.byteLength);
+  const x509 = guidToBytes(EFI_CERT_X509_GUID);
+  const out: Uint8Array[] = [];
+  for (let at = 0; at + 28 <= esl.length; ) {
+    const listSize = dv.getUint32(at + 16, true);
+    const headerSize = dv.getUint32(at + 20, true);
+    const sigSize = dv.getUint32(at + 24, true);
+    if (listSize < 28 || at + listSize > esl.length || sigSize < 16) throw new InputError('EFI signature list: malformed');
+    if (Buffer.from(esl.subarray(at, at + 16)).equals(Buffer.from(x509))) {
+      for (let s = at + 28 + headerSize; s + sigSize <= at + listSize; s += sigSize) out.push(esl.subarray(s + 16, s + sigSize));
+    }
+    at += listSize;
+  }
+  return out;
+}

@@ -1,12 +1,13 @@
 export { generateKeyPair, generateSecureBootKeys, type KeyPair, type SecureBootKeys } from './keys.ts';
 export { signPe, verifyPe, type SbsignOptions } from './sbsign.ts';
 export { loadSigner, signedData, wrapContentInfo, OID, type Signer, type SignedDataOptions } from './pkcs7.ts';
-export { authenticodeDigest, authenticodeSignature, signPeImage, readPeSignatures, type EmbeddedSignature } from './authenticode.ts';
+export { authenticodeDigest, authenticodeSignature, signPeImage, readPeSignatures, peSigners, type EmbeddedSignature, type PeSigner } from './authenticode.ts';
 export {
   efiSignatureList,
   efiTime,
   signEfiVariable,
   parseAuthVariable,
+  signatureListCertificates,
   secureBootAuthFiles,
   vendorGuidOf,
   EFI_GLOBAL_VARIABLE_GUID,

@@ -21,8 +21,8 @@ import { assignShortNames, caseFoldKey, checkLongName, decodeLfnChars, encodeLfn
  *   one and they do), and every run this editor creates lies inside one 512-byte sector, so
  *   the rename is one sector write: the file has the old name or the new one, never both or
  *   neither. This is the primitive an A/B switch is built on.
- * - replace content: new chain written and linked → the short entry's first cluster and
- *   size rewritten (one sector) → old chain freed.
+ * - replace content: new chain written and linked (and, asked to, read back and compared) →
+ *   the short entry's first cluster and size rewritten (one sector) → old chain freed.
  *
  * Allocation is first-fit from cluster 2 and the lowest free directory slots, never the
  * FSInfo hint, so the same change to the same volume yields the same bytes.
@@ -70,8 +70,12 @@ export interface FatEditor {
   remove(path: string): Promise<boolean>;
   /** Renames within the file's directory; refuses when `newName` exists. */
   rename(path: string, newName: string): Promise<void>;
-  /** Swaps a file's content for `data` with a single directory-entry write. */
-  replaceFile(path: string, data: Uint8Array, opts: { mtime: number }): Promise<void>;
+  /**
+   * Swaps a file's content for `data` with a single directory-entry write. With `verify`, the
+   * new clusters are read back and compared before that write: a medium that returns other
+   * bytes fails the call with the file still holding its old content.
+   */
+  replaceFile(path: string, data: Uint8Array, opts: { mtime: number; verify?: boolean }): Promise<void>;
   /** What `fsck.fat` would complain about (leaks and debris an interrupted change leaves). */
   check(): Promise<FatProblem[]>;
   /** Fixes what `check` finds that is safe to fix (leaked clusters, orphaned long names, the free count). */
@@ -709,6 +713,12 @@ export async function openFatEditor(dev: FatDevice): Promise<FatEditor> {
       if (!entry || entry.isDir) throw new FatFormatError(`no file ${JSON.stringify(path)}`);
       const oldChain = entry.firstCluster === 0 ? [] : chain(entry.firstCluster, entry.path);
       const cs = await writeNewChain(data, JSON.stringify(path));
+      if (opts.verify && data.length > 0 && !Buffer.from(await readClusters(cs, data.length)).equals(Buffer.from(data.buffer, data.byteOffset, data.byteLength))) {
+        release(cs);
+        await flushFat();
+        await dev.sync();
+        throw new OssifyError(`FAT: ${JSON.stringify(path)} reads back differently than it was written: the medium is failing`);
+      }
       const e = encodeShortEntry({ raw: entry.shortRaw, attr: entry.attr, caseFlags: dir.bytes[entry.shortSlot * DIRENT_SIZE + 12]!, cluster: cs[0] ?? 0, size: data.length, mtime: opts.mtime });
       dir.bytes.set(e, entry.shortSlot * DIRENT_SIZE);
       await writeDirSlots(dir, [entry.shortSlot], entry.shortSlot, 'first');
