@@ -6,6 +6,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { abLayout, diskSizeFor } from '../builder/disk/layout.ts';
 import type { BuildRecord } from '../builder/pipeline.ts';
+import { DEFAULT_INITRAMFS_LEVEL } from '../builder/initramfs/build.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { parseSize } from '../builder/profile/schema.ts';
 import type { BenchRow } from './types.ts';
@@ -26,8 +27,9 @@ import type { BenchRow } from './types.ts';
  * (OCI layout), the provenance and every artifact's digest. Its time is the child process's
  * wall time (Node start-up and tsx loading included, as a user running the CLI pays them).
  *
- * The host-tool side makes the same image from the same prepared inputs, which it is given
- * already unpacked (untimed): the rootfs tree from ossify's own rootfs.squashfs (unsquashfs,
+ * The host-tool side first unpacks every package of the build from the same input cache
+ * (`dpkg-deb -x`, timed: a script must do it too), then makes the image from prepared trees
+ * (untimed): the rootfs tree from ossify's own rootfs.squashfs (unsquashfs,
  * as root into a temporary directory), the initramfs tree from ossify's initramfs.img
  * (decompress + `cpio -i`), the ESP's files from ossify's disk (mtools `mcopy -s` at the ESP's
  * offset). It then runs, timed, what a shell-script build would:
@@ -47,9 +49,9 @@ import type { BenchRow } from './types.ts';
  * `sgdisk` sleeps one second after writing (gdisk's DiskSync, so the kernel can reread a
  * partition table) and calls sync(): counted, as any script that uses it pays it.
  *
- * So the host side is given the unpacked trees and skips what ossify does beyond them
- * (unpacking and verifying the packages, the module closure, the SBOM, the installer image,
- * the digests): the comparison is the target as written, and it favours the host tools.
+ * So the host side skips what ossify does beyond unpacking (verifying the packages, choosing
+ * files, the module closure, the SBOM, the installer image, the digests): the comparison is
+ * the target as written, and it favours the host tools.
  * Per-step times of both sides go to stderr.
  *
  * Rows: wall time, CPU time (user + system of the child processes, from /proc/self/stat's
@@ -61,8 +63,6 @@ const BIN = join(ROOT, 'bin', 'ossify.js');
 const DEFAULT = join(ROOT, 'profiles', 'default.yaml');
 const INPUTS = join(ROOT, 'out', 'cache');
 const REPS = Number(process.env.OSSIFY_BENCH_REPS ?? 3);
-/** builder/initramfs/build.ts: the levels ossify compresses an initramfs with. */
-const INITRAMFS_LEVEL = { gzip: 9, zstd: 19 } as const;
 const MTOOLS_ENV = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
 
 const log = (line: string) => process.stderr.write(`[build] ${line}\n`);
@@ -166,6 +166,7 @@ function checkHostTools(p: Profile): void {
   need('unsquashfs', 'squashfs-tools');
   if (p.rootfs.verity) need('veritysetup', 'cryptsetup-bin');
   need('cpio', 'cpio');
+  need('dpkg-deb', 'dpkg');
   if (p.initramfs.compression === 'gzip') need('gzip', 'gzip');
   if (p.initramfs.compression === 'zstd') need('zstd', 'zstd');
   need('mkfs.vfat', 'dosfstools');
@@ -236,6 +237,18 @@ function hostBuild(prep: Prepared, p: Profile, epoch: number, dir: string): Host
   const rootA = part('ROOT-A');
 
   const t0 = performance.now();
+  // 0. Unpack the packages the image is made of, as any script must (dpkg-deb -x each .deb
+  //    from the same input cache). The later steps still start from ossify's prepared trees.
+  const debs = prep.record.sources.filter((src) => src.kind === 'deb');
+  if (!debs.length) throw new Error('build.json lists no .deb sources');
+  const t1 = performance.now();
+  const c1 = childCpu();
+  for (const d of debs) {
+    if (!d.sha256) throw new Error(`build.json records no sha256 for the package ${d.name}`);
+    run('dpkg-deb', ['-x', join(INPUTS, 'blobs', 'sha256', d.sha256), join(dir, 'debs', d.name)]);
+  }
+  steps.push([`dpkg-deb -x (${debs.length} packages)`, (performance.now() - t1) / 1000]);
+  cpu += childCpu() - c1;
   // 1. The root filesystem.
   const s = p.rootfs.squashfs;
   const comp = s.compression === 'none' ? ['-noI', '-noD', '-noF', '-noX'] : ['-comp', s.compression, ...(s.level !== undefined && s.compression !== 'xz' ? ['-Xcompression-level', String(s.level)] : [])];
@@ -251,7 +264,7 @@ function hostBuild(prep: Prepared, p: Profile, epoch: number, dir: string): Host
     rootHash = /Root hash:\s*([0-9a-f]+)/.exec(step('veritysetup', 'veritysetup', ['format', squashfs, verity, `--salt=${v.salt}`, `--data-block-size=${v.dataBlockSize}`, `--hash-block-size=${v.hashBlockSize}`, `--hash=${v.algorithm}`]))?.[1];
   }
   // 3. The initramfs, then onto the ESP.
-  const level = p.initramfs.compression === 'none' ? 0 : INITRAMFS_LEVEL[p.initramfs.compression];
+  const level = p.initramfs.compression === 'none' ? 0 : (p.initramfs.level ?? DEFAULT_INITRAMFS_LEVEL[p.initramfs.compression]);
   const pack: Record<string, string> = {
     gzip: 'find . | LC_ALL=C sort | cpio -o -H newc --reproducible --quiet | gzip -n "-$2" > "$1"',
     zstd: 'find . | LC_ALL=C sort | cpio -o -H newc --reproducible --quiet | zstd -q "-$2" > "$1"',

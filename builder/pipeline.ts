@@ -184,7 +184,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         if (p.rootfs.verity) checkVerityTools(p, plan); // verified boot (issue 8)
         const programs = p.initramfs.programs?.length ? (await programsTree(p.initramfs.programs, 'initramfs.programs', (i) => fetchInput(ctx, i, log))).tree : undefined;
         const tree = buildInitramfsTree({ busybox: ctx.busybox!, modules: plan, kernelVersion: ctx.kernelVersion!, epoch: ctx.loaded.epoch, ...(programs ? { programs } : {}) });
-        ctx.initramfs = await buildInitramfs(tree, p.initramfs.compression);
+        ctx.initramfs = await buildInitramfs(tree, p.initramfs.compression, p.initramfs.level);
         await writeFileAtomic(join(ctx.work, 'initramfs.img'), ctx.initramfs);
         log(`${plan.modules.length} modules, ${ctx.initramfs.length} bytes`);
       },

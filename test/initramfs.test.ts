@@ -121,6 +121,21 @@ describe('initramfs archive', () => {
     expect(Buffer.compare(await buildInitramfs(later, 'none'), raw)).not.toBe(0);
   });
 
+  it('takes the profile\'s level: lower is bigger, still exact, and a gzip level above 9 is refused', async () => {
+    requireTool('zstd', 'zstd');
+    const raw = await buildInitramfs(tree, 'none');
+    const z19 = await buildInitramfs(tree, 'zstd');
+    const z3 = await buildInitramfs(tree, 'zstd', 3);
+    const zstFile = join(work, 'i3.zst');
+    await writeFile(zstFile, z3);
+    expect(Buffer.compare(Buffer.from(runOk('zstd', ['-dc', zstFile], { encoding: 'latin1' }), 'latin1'), raw)).toBe(0);
+    expect(z3.length).toBeGreaterThan(z19.length);
+    const g1 = await buildInitramfs(tree, 'gzip', 1);
+    expect(Buffer.compare(gunzipSync(g1), raw)).toBe(0);
+    expect(g1.length).toBeGreaterThan((await buildInitramfs(tree, 'gzip')).length);
+    await expect(buildInitramfs(tree, 'gzip', 12)).rejects.toThrow(/initramfs gzip level must be 1..9, got 12/);
+  });
+
   it('carries the modules uncompressed and byte-identical', async () => {
     const members = readCpio(await buildInitramfs(tree, 'none'));
     for (const m of plan.modules) {

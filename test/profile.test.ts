@@ -72,6 +72,12 @@ describe('profile errors: file:line:column, key path, hint', () => {
     expect(e.issues[0]!.hint).toBe('quote it to make it a string: version: "1.0"');
   });
 
+  it('an initramfs level the compressor does not have names its line and the range', async () => {
+    const e = await failure(`${FIX}/errors/initramfs-level.yaml`);
+    expect(lines(e)[0]).toMatch(new RegExp(`^${FIX}/errors/initramfs-level.yaml:8:10: `));
+    expect(e.hint).toContain('initramfs.level must be at most 9 for gzip (levels 10-19 are zstd\'s)');
+  });
+
   it('bad enum value lists the allowed values', async () => {
     const e = await failure(`${FIX}/errors/bad-enum.yaml`);
     expect(lines(e)).toEqual([`${FIX}/errors/bad-enum.yaml:11:18: invalid value "zstdd" at rootfs.squashfs.compression`]);

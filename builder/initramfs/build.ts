@@ -9,22 +9,25 @@ export type InitramfsCompression = 'gzip' | 'zstd' | 'none';
 /** The kernel option that must be `y` for the kernel to unpack an initramfs so compressed. */
 const KERNEL_OPTION: Record<Exclude<InitramfsCompression, 'none'>, string> = { gzip: 'CONFIG_RD_GZIP', zstd: 'CONFIG_RD_ZSTD' };
 
-const ZSTD_LEVEL = 19;
+/** Levels when the profile names none: the smallest images (the build pays for them once). */
+export const DEFAULT_INITRAMFS_LEVEL = { gzip: 9, zstd: 19 } as const;
 
 /**
- * cpio newc, then compressed deterministically (see util/gzip.ts), so the bytes are the
- * same on every build host.
+ * cpio newc, then compressed deterministically (see util/gzip.ts and util/zstd.ts), so the
+ * bytes are the same on every build host.
  */
-export async function buildInitramfs(tree: FileTree, compression: InitramfsCompression): Promise<Uint8Array> {
+export async function buildInitramfs(tree: FileTree, compression: InitramfsCompression, level?: number): Promise<Uint8Array> {
   const cpio = await writeCpio(tree);
   switch (compression) {
     case 'none':
       return cpio;
     case 'gzip': {
-      return gzipDeterministic(cpio, 9);
+      const l = level ?? DEFAULT_INITRAMFS_LEVEL.gzip;
+      if (!Number.isInteger(l) || l < 1 || l > 9) throw new InputError(`initramfs gzip level must be 1..9, got ${level}`);
+      return gzipDeterministic(cpio, l as Parameters<typeof gzipDeterministic>[1]);
     }
     case 'zstd':
-      return zstdCompress(cpio, ZSTD_LEVEL);
+      return zstdCompress(cpio, level ?? DEFAULT_INITRAMFS_LEVEL.zstd);
   }
 }
 

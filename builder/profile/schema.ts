@@ -224,6 +224,13 @@ export const Profile = z
       .strictObject({
         busybox: Input.describe('Where the static busybox for /init comes from.'),
         compression: z.enum(['gzip', 'zstd', 'none']).default('gzip'),
+        level: z
+          .number()
+          .int()
+          .min(1)
+          .max(19)
+          .optional()
+          .describe('Compression level: gzip 1-9 (default 9), zstd 1-19 (default 19). Lower is faster to build; the kernel unpacks any.'),
         programs: z.array(Program).optional().describe('Programs added to the initramfs with their shared libraries.'),
       }),
     rootfs: z.strictObject({
@@ -263,6 +270,14 @@ export const Profile = z
     site: SiteSettings.optional(),
   })
   .superRefine((p, ctx) => {
+    if (p.initramfs.level !== undefined && p.initramfs.compression !== 'zstd' && p.initramfs.level > 9) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['initramfs', 'level'],
+        // Read as the hint "initramfs.level must be <message>".
+        message: `at most 9 for ${p.initramfs.compression} (levels 10-19 are zstd's)`,
+      });
+    }
     if (p.boot.secureBoot && p.boot.entries !== 'uki') {
       ctx.addIssue({
         code: 'custom',
