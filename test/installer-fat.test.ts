@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -8,6 +7,7 @@ import { openFatEditor, type FatDevice, type FatEditor } from '../builder/format
 import { bytesContent, textContent } from '../builder/tree/content.ts';
 import { FileTree, type Meta } from '../builder/tree/tree.ts';
 import { bufferSink } from '../builder/util/sink.ts';
+import { noise, sha } from './helpers/installer-fixtures.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 
 const MiB = 1 << 20;
@@ -18,20 +18,6 @@ const D: Meta = { mode: 0o755, uid: 0, gid: 0, mtime: T0 };
 const VOLUME = 34 * MiB;
 const work = tempDir('fat-mutate');
 afterAll(() => work.cleanup());
-
-function noise(size: number, seed: number): Uint8Array {
-  const b = new Uint8Array(size);
-  let x = seed | 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** An ESP like the build makes: systemd-boot, loader config, slot A, an empty slot B. */
 async function espImage(): Promise<Uint8Array> {

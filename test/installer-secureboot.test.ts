@@ -1,6 +1,4 @@
-import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loaderConf } from '../builder/boot/entries.ts';
@@ -16,6 +14,7 @@ import { diskStatus } from '../builder/installer/status.ts';
 import { CRASH_ENV } from '../builder/installer/steps.ts';
 import { pushBuild, type PushResult } from '../builder/oci/push.ts';
 import { ossify } from './helpers/cli.ts';
+import { diskOracles, espToFile, fakeSquashfs, noise, sha, writeBuildOutput } from './helpers/installer-fixtures.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 import { fakeStaticElf, startRegistry, type RegistryHandle } from './helpers/registry.ts';
 
@@ -37,28 +36,6 @@ const SD_BOOT = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';
 const STUB = '/usr/lib/systemd/boot/efi/linuxx64.efi.stub';
 const work = tempDir('installer-sb');
 afterAll(() => work.cleanup());
-
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-function noise(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size);
-  let x = seed | 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-function fakeSquashfs(used: number, seed: number): Buffer {
-  const b = noise(Math.ceil(used / 4096) * 4096, seed);
-  b.write('hsqs', 0, 'latin1');
-  b.writeBigUInt64LE(BigInt(used), 40);
-  b.fill(0, used);
-  return b;
-}
 
 /** The same PE with one byte of its DOS-stub message changed: another build of the program. */
 function variant(path: string, n: number): Buffer {
@@ -108,29 +85,7 @@ async function sbRelease(r: SbRelease): Promise<Made> {
     'uki-b.efi': uki.b,
     ...(r.bootFiles === false ? {} : { 'systemd-bootx64.efi': boot, 'loader.conf': Buffer.from(conf), ...(auth ? { 'PK.auth': auth.PK, 'KEK.auth': auth.KEK, 'db.auth': auth.db } : {}) }),
   };
-  const artifacts: Record<string, { sha256: string; size: number }> = {};
-  for (const [n, b] of Object.entries(files)) {
-    writeFileSync(join(dir, n), b);
-    artifacts[n] = { sha256: sha(b), size: b.length };
-  }
-  const build = {
-    name: 'sb-os',
-    version: r.version,
-    arch: 'x86_64',
-    profileDigest,
-    epoch,
-    kernelVersion: '6.1.0-test',
-    artifacts,
-    slots: { rootSize: 2 * MiB },
-    boot: { entries: 'uki', secureBoot: r.keys !== undefined },
-    partitions: [
-      { label: 'ESP', size: 34 * MiB },
-      { label: 'ROOT-A', size: 2 * MiB },
-      { label: 'ROOT-B', size: 2 * MiB },
-      { label: 'STATE', size: MiB },
-    ],
-  };
-  writeFileSync(join(dir, 'build.json'), `${JSON.stringify(build, null, 2)}\n`);
+  writeBuildOutput(dir, files, { name: 'sb-os', version: r.version, arch: 'x86_64', profileDigest, epoch, boot: { entries: 'uki', secureBoot: r.keys !== undefined } });
   return { dir, boot, loaderConf: conf, auth, uki };
 }
 
@@ -146,18 +101,7 @@ async function ok(args: string[]) {
 }
 
 /** The ESP of a disk image cut out into a file of its own, for mtools and fsck.fat. */
-async function espImage(disk: string, name: string): Promise<string> {
-  const d = await openDisk(disk, { write: false });
-  const layout = await probeLayout(d);
-  await d.close();
-  const fh = await open(disk, 'r');
-  const buf = Buffer.alloc(layout.esp.size);
-  await fh.read(buf, 0, buf.length, layout.esp.offset);
-  await fh.close();
-  const img = join(work.path, `${name}.esp.img`);
-  writeFileSync(img, buf);
-  return img;
-}
+const espImage = (disk: string, name: string) => espToFile(disk, join(work.path, `${name}.esp.img`));
 
 /** mcopy one file off an ESP image. */
 function mcopy(img: string, path: string, out: string): Buffer {
@@ -173,17 +117,8 @@ function sbverify(file: string, cert: string) {
   return { ok: r.code === 0 && /Signature verification OK/.test(r.stdout + r.stderr), out: r.stdout + r.stderr };
 }
 
-/** fsck.fat -n on the ESP and sgdisk -v on the disk. */
-async function oracles(disk: string, name: string): Promise<string> {
-  needTool('fsck.fat', 'dosfstools');
-  needTool('sgdisk', 'gdisk');
-  expect(run('sgdisk', ['-v', disk]).stdout).toMatch(/No problems found/);
-  const img = await espImage(disk, name);
-  const f = run('fsck.fat', ['-n', img]);
-  expect(f.code, f.stdout + f.stderr).toBe(0);
-  expect(f.stdout.split('\n').length, f.stdout).toBeLessThanOrEqual(3);
-  return img;
-}
+/** fsck.fat -n on the ESP (with nothing to say) and sgdisk -v on the disk; the ESP's image file. */
+const oracles = (disk: string, name: string) => diskOracles(disk, join(work.path, `${name}.esp.img`), { quiet: true });
 
 /** Every file on the ESP with its sha256, through the FAT editor. */
 async function espFiles(disk: string): Promise<Record<string, string>> {

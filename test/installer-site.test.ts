@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { open, truncate } from 'node:fs/promises';
+import { truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { entryConf, type Slot } from '../builder/boot/entries.ts';
@@ -17,6 +16,7 @@ import { encodeRelease } from '../builder/oci/installer-image.ts';
 import { pushBuild } from '../builder/oci/push.ts';
 import { SEED_PENDING_MARKER, siteTar, siteTree } from '../builder/site/data.ts';
 import { ossify } from './helpers/cli.ts';
+import { diskImages, diskOracles, fakeSquashfs, layoutOf, noise, readRange, renameEntry, sha, writeBuildOutput } from './helpers/installer-fixtures.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 import { fakeStaticElf, startRegistry } from './helpers/registry.ts';
 
@@ -32,32 +32,9 @@ import { fakeStaticElf, startRegistry } from './helpers/registry.ts';
 const MiB = 1 << 20;
 const EPOCH = 1_700_000_000;
 const CMDLINE = 'console=ttyS0 panic=5';
-const BASE_DIGEST = `sha256:${createHash('sha256').update('fake profile').digest('hex')}`;
+const BASE_DIGEST = `sha256:${sha(Buffer.from('fake profile'))}`;
 const work = tempDir('installer-site');
 afterAll(() => work.cleanup());
-
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-function noise(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size);
-  let x = seed | 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-/** Enough of a squashfs for status: the magic and bytes_used, the rest noise, padded to 4 KiB. */
-function fakeSquashfs(used: number, seed: number): Buffer {
-  const b = noise(Math.ceil(used / 4096) * 4096, seed);
-  b.write('hsqs', 0, 'latin1');
-  b.writeBigUInt64LE(BigInt(used), 40);
-  b.fill(0, used);
-  return b;
-}
 
 interface SiteSpec {
   name: string;
@@ -83,29 +60,14 @@ async function fakeRelease(version: string, seed: number, site?: SiteSpec): Prom
     const tree = await siteTree({ name: site.name, hostname: site.hostname, env: { STORE: site.name }, ...(site.pad ? { files: [{ path: 'etc/pad', content: 'x'.repeat(site.pad) }] } : {}) }, EPOCH);
     files['site.tar'] = Buffer.from(await siteTar(tree, EPOCH));
   }
-  const artifacts: Record<string, { sha256: string; size: number }> = {};
-  for (const [n, b] of Object.entries(files)) {
-    writeFileSync(join(dir, n), b);
-    artifacts[n] = { sha256: sha(b), size: b.length };
-  }
-  const build = {
+  writeBuildOutput(dir, files, {
     name: 'fake-os',
     version,
     arch: 'x86_64',
     profileDigest: site ? `sha256:${sha(Buffer.from(`fake profile, site ${site.name} ${site.hostname}`))}` : BASE_DIGEST,
     epoch: EPOCH,
-    kernelVersion: '6.1.0-test',
-    artifacts,
-    slots: { rootSize: 2 * MiB },
-    partitions: [
-      { label: 'ESP', size: 34 * MiB },
-      { label: 'ROOT-A', size: 2 * MiB },
-      { label: 'ROOT-B', size: 2 * MiB },
-      { label: 'STATE', size: MiB },
-    ],
     ...(site ? { baseDigest: BASE_DIGEST, site: { name: site.name } } : {}),
-  };
-  writeFileSync(join(dir, 'build.json'), `${JSON.stringify(build, null, 2)}\n`);
+  });
   return dir;
 }
 
@@ -132,37 +94,7 @@ beforeAll(async () => {
 
 const seedOf = (dir: string) => readFileSync(join(dir, 'site.tar'));
 
-async function installFresh(name: string, from: string): Promise<string> {
-  const disk = join(work.path, `${name}.raw`);
-  await install({ disk, source: await openReleaseDir(from), cacheDir: join(work.path, 'cache'), systemdBoot: sdboot, cmdline: CMDLINE });
-  return disk;
-}
-
-function copyDisk(src: string, name: string): string {
-  const dst = join(work.path, `${name}.raw`);
-  copyFileSync(src, dst);
-  return dst;
-}
-
-async function layoutOf(disk: string) {
-  const d = await openDisk(disk, { write: false });
-  try {
-    return await probeLayout(d);
-  } finally {
-    await d.close();
-  }
-}
-
-async function readRange(disk: string, offset: number, size: number): Promise<Buffer> {
-  const fh = await open(disk, 'r');
-  try {
-    const b = Buffer.alloc(size);
-    await fh.read(b, 0, size, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
+const { installFresh, copyDisk } = diskImages(work.path, () => ({ systemdBoot: sdboot, cmdline: CMDLINE }));
 
 /** The STATE partition cut out into a file of its own, as the rootfs init's tar reads the device. */
 async function stateImage(disk: string, name: string): Promise<{ file: string; part: DiskPartition; bytes: Buffer }> {
@@ -189,17 +121,7 @@ async function stateSeen(disk: string, name: string) {
 }
 
 /** sgdisk -v on the disk and fsck.fat -n on the ESP, as a user would check them. */
-async function oracles(disk: string): Promise<void> {
-  needTool('fsck.fat', 'dosfstools');
-  needTool('sgdisk', 'gdisk');
-  const v = run('sgdisk', ['-v', disk]);
-  expect(v.stdout, v.stdout).toMatch(/No problems found/);
-  const esp = (await layoutOf(disk)).esp;
-  const img = join(work.path, 'esp-check.img');
-  writeFileSync(img, await readRange(disk, esp.offset, esp.size));
-  const f = run('fsck.fat', ['-n', img]);
-  expect(f.code, f.stdout + f.stderr).toBe(0);
-}
+const oracles = (disk: string) => diskOracles(disk, join(work.path, 'esp-check.img'));
 
 /** sha256 of every byte outside the given ranges, and of each range. */
 async function hashesOutside(disk: string, ranges: { offset: number; size: number }[]): Promise<string[]> {
@@ -213,16 +135,6 @@ async function hashesOutside(disk: string, ranges: { offset: number; size: numbe
   }
   out.push(sha(all.subarray(pos)));
   return out;
-}
-
-async function renameEntry(disk: string, from: string, to: string): Promise<void> {
-  const d = await openDisk(disk, { write: true });
-  try {
-    const esp = await openFatEditor(partitionIo(d, (await probeLayout(d)).esp));
-    await esp.rename(`loader/entries/${from}`, to);
-  } finally {
-    await d.close();
-  }
 }
 
 describe('install from a site release', () => {

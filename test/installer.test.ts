@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { encodeRelease } from '../builder/oci/installer-image.ts';
 import { pushBuild } from '../builder/oci/push.ts';
 import { fakeStaticElf, startRegistry } from './helpers/registry.ts';
 import { ossify } from './helpers/cli.ts';
+import { diskImages, diskOracles, fakeSquashfs, noise, readRange, renameEntry, sha, writeBuildOutput } from './helpers/installer-fixtures.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 
 /**
@@ -33,28 +33,6 @@ const MiB = 1 << 20;
 const EPOCH = 1_700_000_000;
 const work = tempDir('installer');
 afterAll(() => work.cleanup());
-
-function noise(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size);
-  let x = seed | 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
-/** Enough of a squashfs for status: the magic and bytes_used, the rest noise, padded to 4 KiB. */
-function fakeSquashfs(used: number, seed: number): Buffer {
-  const b = noise(Math.ceil(used / 4096) * 4096, seed);
-  b.write('hsqs', 0, 'latin1');
-  b.writeBigUInt64LE(BigInt(used), 40);
-  b.fill(0, used);
-  return b;
-}
 
 interface FakeRelease {
   version: string;
@@ -72,28 +50,7 @@ function fakeRelease(r: FakeRelease): string {
     vmlinuz: noise(150_000 + r.seed, r.seed + 1),
     'initramfs.img': noise(40_000 + r.seed, r.seed + 2),
   };
-  const artifacts: Record<string, { sha256: string; size: number }> = {};
-  for (const [n, b] of Object.entries(files)) {
-    writeFileSync(join(dir, n), b);
-    artifacts[n] = { sha256: sha(b), size: b.length };
-  }
-  const build = {
-    name: 'fake-os',
-    version: r.version,
-    arch: r.arch ?? 'x86_64',
-    profileDigest: `sha256:${sha(Buffer.from('fake profile'))}`,
-    epoch: EPOCH,
-    kernelVersion: '6.1.0-test',
-    artifacts,
-    slots: { rootSize: 2 * MiB },
-    partitions: [
-      { label: 'ESP', size: 34 * MiB },
-      { label: 'ROOT-A', size: 2 * MiB },
-      { label: 'ROOT-B', size: 2 * MiB },
-      { label: 'STATE', size: MiB },
-    ],
-  };
-  writeFileSync(join(dir, 'build.json'), `${JSON.stringify(build, null, 2)}\n`);
+  writeBuildOutput(dir, files, { name: 'fake-os', version: r.version, arch: r.arch ?? 'x86_64', profileDigest: `sha256:${sha(Buffer.from('fake profile'))}`, epoch: EPOCH });
   return dir;
 }
 
@@ -103,20 +60,10 @@ let v3: string;
 let sdboot: string;
 const CMDLINE = 'console=ttyS0 panic=5';
 
-async function installFresh(name: string, from = v1): Promise<string> {
-  const disk = join(work.path, `${name}.raw`);
-  await install({ disk, source: await openReleaseDir(from), cacheDir: join(work.path, 'cache'), systemdBoot: sdboot, cmdline: CMDLINE });
-  return disk;
-}
+const { installFresh, copyDisk } = diskImages(work.path, () => ({ systemdBoot: sdboot, cmdline: CMDLINE }));
 
 async function up(disk: string, from: string, extra: Partial<Parameters<typeof upgrade>[0]> = {}) {
   return upgrade({ disk, source: await openReleaseDir(from), ...extra });
-}
-
-function copyDisk(src: string, name: string): string {
-  const dst = join(work.path, `${name}.raw`);
-  copyFileSync(src, dst);
-  return dst;
 }
 
 async function espCheck(disk: string) {
@@ -130,23 +77,8 @@ async function espCheck(disk: string) {
   }
 }
 
-/** fsck.fat -n on the ESP and sgdisk -v on the disk, as a user would check them. */
-async function oracles(disk: string): Promise<void> {
-  needTool('fsck.fat', 'dosfstools');
-  needTool('sgdisk', 'gdisk');
-  const v = run('sgdisk', ['-v', disk]);
-  expect(v.stdout, v.stdout).toMatch(/No problems found/);
-  const { layout } = await espCheck(disk);
-  const fh = await open(disk, 'r');
-  const buf = Buffer.alloc(layout.esp.size);
-  await fh.read(buf, 0, buf.length, layout.esp.offset);
-  await fh.close();
-  const img = join(work.path, 'esp-check.img');
-  writeFileSync(img, buf);
-  const f = run('fsck.fat', ['-n', img]);
-  expect(f.code, f.stdout + f.stderr).toBe(0);
-  expect(f.stdout.split('\n').length, f.stdout).toBeLessThanOrEqual(3);
-}
+/** fsck.fat -n on the ESP (with nothing to say) and sgdisk -v on the disk. */
+const oracles = (disk: string) => diskOracles(disk, join(work.path, 'esp-check.img'), { quiet: true });
 
 async function regionHashes(disk: string, ranges: { offset: number; size: number }[]): Promise<string[]> {
   const fh = await open(disk, 'r');
@@ -163,16 +95,6 @@ async function regionHashes(disk: string, ranges: { offset: number; size: number
   }
 }
 
-async function renameEntry(disk: string, from: string, to: string): Promise<void> {
-  const d = await openDisk(disk, { write: true });
-  try {
-    const esp = await openFatEditor(partitionIo(d, (await probeLayout(d)).esp));
-    await esp.rename(`loader/entries/${from}`, to);
-  } finally {
-    await d.close();
-  }
-}
-
 beforeAll(() => {
   v1 = fakeRelease({ version: '1.0.0', seed: 11 });
   v2 = fakeRelease({ version: '2.0.0', seed: 22 });
@@ -183,8 +105,8 @@ beforeAll(() => {
 
 describe('install', () => {
   it('makes a disk that status, sgdisk and fsck.fat accept, the same bytes every time', async () => {
-    const a = await installFresh('install-a');
-    const b = await installFresh('install-b');
+    const a = await installFresh('install-a', v1);
+    const b = await installFresh('install-b', v1);
     expect(sha(readFileSync(a))).toBe(sha(readFileSync(b)));
     await oracles(a);
     const s = await diskStatus(a);
@@ -200,7 +122,7 @@ describe('install', () => {
   });
 
   it('writes a blank existing disk in place with the same bytes as a new image', async () => {
-    const fresh = await installFresh('fresh');
+    const fresh = await installFresh('fresh', v1);
     const blank = join(work.path, 'blank.raw');
     writeFileSync(blank, Buffer.alloc(0));
     await truncate(blank, readFileSync(fresh).length);
@@ -219,7 +141,7 @@ describe('install', () => {
   });
 
   it('refuses, with exit code 2, what it must not do', async () => {
-    const disk = await installFresh('refusals');
+    const disk = await installFresh('refusals', v1);
     const before = sha(readFileSync(disk));
     const cases: [string[], RegExp][] = [
       [['install', '--from', v1, '--disk', disk, '--systemd-boot', sdboot], /already holds an ossify installation/],
@@ -270,7 +192,7 @@ describe('install', () => {
 
 describe('upgrade', () => {
   it('writes only the ESP and the other slot, and the new slot boots next on trial', async () => {
-    const disk = await installFresh('upgrade');
+    const disk = await installFresh('upgrade', v1);
     const { layout } = await espCheck(disk);
     const fenced = [
       { offset: 0, size: layout.esp.offset },
@@ -298,7 +220,7 @@ describe('upgrade', () => {
   });
 
   it('stops at "already installed" when rerun, refuses to overwrite the fallback while on trial', async () => {
-    const disk = await installFresh('rerun');
+    const disk = await installFresh('rerun', v1);
     await up(disk, v2);
     const after = sha(readFileSync(disk));
     expect(await up(disk, v2)).toMatchObject({ alreadyInstalled: true, slot: 'b' });
@@ -313,7 +235,7 @@ describe('upgrade', () => {
   });
 
   it('reads every boot-counting state systemd-boot and the blessing init leave', async () => {
-    const disk = await installFresh('counting');
+    const disk = await installFresh('counting', v1);
     await up(disk, v2);
     await renameEntry(disk, 'ossify-b+3.conf', 'ossify-b+2-1.conf');
     let s = await diskStatus(disk);
@@ -347,7 +269,7 @@ describe('upgrade', () => {
 
 describe('rollback', () => {
   it('makes the other good slot boot next with one entry rewrite, and refuses a bad one', async () => {
-    const disk = await installFresh('rollback');
+    const disk = await installFresh('rollback', v1);
     await up(disk, v2);
     const trial = await ossify(['rollback', '--disk', disk]);
     // b is on trial and a is good: rolling back to a cancels the trial.
@@ -377,7 +299,7 @@ describe('crash safety', () => {
   const POINTS = ['check-release', 'plan', 'clean-esp', 'retire-entry', 'write-root', 'write-root:4096', 'verify-root', 'esp-files', 'esp-files:100000', 'esp-files:180000', 'stage-entry', 'switch', 'end'];
 
   it.each(POINTS)('killed at %s: the previous release still boots next, and a rerun completes the upgrade', async (point) => {
-    const base = await installFresh(`crash-base-${point.replace(':', '-')}`);
+    const base = await installFresh(`crash-base-${point.replace(':', '-')}`, v1);
     const first = await up(base, v2);
     expect(first.slot).toBe('b');
     await renameEntry(base, 'ossify-b+3.conf', 'ossify-b.conf');
@@ -561,17 +483,6 @@ async function fakeVerityRelease(r: FakeRelease & { uki?: boolean }): Promise<{ 
   return { dir, verity: { rootHash: v.rootHash, salt: v.salt, dataBlocks: v.dataBlocks, hashOffset: v.hashOffset } };
 }
 
-async function readRange(disk: string, offset: number, size: number): Promise<Buffer> {
-  const fh = await open(disk, 'r');
-  try {
-    const b = Buffer.alloc(size);
-    await fh.read(b, 0, size, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
-
 /** veritysetup verify on one slot of a disk, cut out into a file of its own. */
 async function veritysetupSlot(disk: string, label: string, v: SlotVerity, treeSize: number) {
   needTool('veritysetup', 'cryptsetup-bin');
@@ -628,7 +539,7 @@ describe('dm-verity slots', () => {
 
   it('refuses a release whose tree is not its squashfs’s, or whose root hash is not pinned', async () => {
     const r = await fakeVerityRelease({ version: '2.0.0', seed: 43 });
-    const disk = await installFresh('verity-refuse');
+    const disk = await installFresh('verity-refuse', v1);
     const tree = readFileSync(join(r.dir, 'rootfs.verity'));
     tree[4096 + 7]! ^= 1;
     writeFileSync(join(r.dir, 'rootfs.verity'), tree);
