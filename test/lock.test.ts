@@ -1,7 +1,6 @@
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadInput } from '../builder/inputs/index.ts';
@@ -9,7 +8,7 @@ import { lockFileFor, openLock, readLock } from '../builder/lock/index.ts';
 import type { BuildRecord } from '../builder/pipeline.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { ossify, PROJECT_ROOT } from './helpers/cli.ts';
-import { requireTool, runOk } from './helpers/oracle.ts';
+import { initramfsCpio, requireTool, runOk } from './helpers/oracle.ts';
 
 /** The input cache the e2e tests share, so the kernel package is downloaded once per machine. */
 const CACHE = join(PROJECT_ROOT, 'out', 'cache');
@@ -81,7 +80,7 @@ describe('ossify lock and build --frozen', () => {
 
     // The verified-boot initramfs gets veritysetup and its libraries.
     requireTool('cpio', 'cpio');
-    const names = runOk('cpio', ['-t', '--quiet'], { input: gunzipSync(await readFile(join(ra.outDir, 'initramfs.img'))) }).split('\n');
+    const names = runOk('cpio', ['-t', '--quiet'], { input: initramfsCpio(await readFile(join(ra.outDir, 'initramfs.img'))) }).split('\n');
     expect(names).toEqual(expect.arrayContaining(['usr/sbin/veritysetup', 'sbin/veritysetup', 'lib64/ld-linux-x86-64.so.2', 'lib/x86_64-linux-gnu/libcryptsetup.so.12']));
 
     requireTool('unsquashfs', 'squashfs-tools');

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, readlink, rename, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { resolveDebInput } from '../inputs/deb-input.ts';
+import { memoDebResolution } from '../inputs/deb-resolve-memo.ts';
 import type { InputContext, InputLock } from '../inputs/types.ts';
 import { profileInputs } from '../lock/sources.ts';
 import { resolvePin } from '../lock/lock.ts';
@@ -104,63 +105,14 @@ export async function localIdentity(path: string): Promise<string> {
   }
 }
 
-/**
- * What `apt-cache show` answers depends on the package lists and apt's configuration only;
- * their names, sizes and times stand for them, so an unpinned `deb:` input is resolved once
- * per `apt-get update` rather than once per build.
- */
-export async function aptFingerprint(env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  const h = createHash('sha256');
-  h.update(`APT_CONFIG=${env.APT_CONFIG ?? ''}\n`);
-  const add = async (path: string) => {
-    const st = await stat(path).catch(() => undefined);
-    h.update(`${path}\0${st ? `${st.size}:${st.mtimeMs}` : '-'}\n`);
-  };
-  for (const d of ['/var/lib/apt/lists', '/etc/apt/sources.list.d', '/etc/apt/preferences.d', '/etc/apt/apt.conf.d']) {
-    for (const n of (await readdir(d).catch(() => [] as string[])).sort()) await add(join(d, n));
-  }
-  for (const f of ['/etc/apt/sources.list', '/etc/apt/preferences', '/var/lib/dpkg/status', '/var/lib/dpkg/arch']) await add(f);
-  return h.digest('hex');
-}
-
-let aptPrint: Promise<string> | undefined;
-
 type DebSpec = Extract<Input, { deb: unknown }>;
-
-/** Resolutions under way in this process, so one input named twice (busybox) asks apt once. */
-const resolving = new Map<string, Promise<unknown>>();
-let tmpCounter = 0;
 
 /** The pins a `deb:` input resolves to, from the lock, else from a memo keyed by apt's state, else from apt. */
 async function debResolution(input: DebSpec, identified: unknown, opts: IdentifyOptions): Promise<unknown> {
   const pin = opts.lock?.pin(input);
   if (pin && 'deb' in pin) return pin.deb.map((p) => ({ package: p.package, version: p.version, sha256: p.sha256 }));
-  aptPrint ??= aptFingerprint();
-  const memoKey = sha256Hex(canonicalJson({ input: identified, apt: await aptPrint }));
-  const path = join(opts.memoDir ?? join(opts.cacheDir, 'stages'), 'resolve', `${memoKey}.json`);
-  let p = resolving.get(path);
-  if (!p) {
-    p = (async () => {
-      try {
-        return JSON.parse(await readFile(path, 'utf8')) as unknown;
-      } catch {
-        /* not resolved yet on this machine */
-      }
-      const pins = (await resolveDebInput(input)).map((x) => ({ package: x.package, version: x.version, sha256: x.sha256 }));
-      try {
-        await mkdir(dirname(path), { recursive: true });
-        const tmp = `${path}.${process.pid}-${tmpCounter++}.tmp`;
-        await writeFile(tmp, JSON.stringify(pins));
-        await rename(tmp, path);
-      } catch {
-        /* only a memo: the next build asks apt again */
-      }
-      return pins;
-    })();
-    resolving.set(path, p);
-    p.finally(() => resolving.delete(path)).catch(() => {});
-  }
-  return p;
+  const pins = await memoDebResolution(opts.memoDir ?? join(opts.cacheDir, 'stages'), identified, () => resolveDebInput(input));
+  return pins.map((x) => ({ package: x.package, version: x.version, sha256: x.sha256 }));
 }
 
 async function ociResolution(input: Extract<Input, { oci: string }>, opts: IdentifyOptions): Promise<unknown> {

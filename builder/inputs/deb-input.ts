@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import type { z } from 'zod';
 import type { DebArchivePin, DebFilePin, DebPackagePin } from '../lock/types.ts';
 import type { DebInput } from '../profile/schema.ts';
@@ -10,6 +10,7 @@ import { applyTree } from './apply.ts';
 import { aptShowMany, dependencyNames, fetchDeb, type AptPackage } from './apt.ts';
 import { BlobCache } from './cache.ts';
 import { readDebControl, unpackDeb } from './deb.ts';
+import { memoDebResolution } from './deb-resolve-memo.ts';
 import { globMatcher } from './glob.ts';
 import type { InputContext, LoadedInput, SourceRecord } from './types.ts';
 
@@ -115,7 +116,9 @@ export async function loadDebInput(input: DebSpec, ctx: InputContext): Promise<L
     }
   }
   const locked = pins !== undefined;
-  pins ??= await resolveDebInput(input);
+  // Local .deb files are read anyway; packages by name are resolved once per apt state.
+  const named = (Array.isArray(input.deb) ? input.deb : [input.deb]).every((s) => !isDebPath(s));
+  pins ??= named ? await memoDebResolution(join(ctx.cacheDir, 'stages'), { load: input }, () => resolveDebInput(input)) : await resolveDebInput(input);
 
   const cache = new BlobCache(ctx.cacheDir);
   const tree = new FileTree();

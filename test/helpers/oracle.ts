@@ -34,3 +34,14 @@ export function runOk(cmd: string, args: string[], opts: SpawnSyncOptions = {}):
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stderr}\n${r.stdout}`.slice(0, 8000));
   return r.stdout;
 }
+
+/** An initramfs image's cpio archive, decompressed by the host tool its magic names (gzip, zstd) or as is. */
+export function initramfsCpio(img: Uint8Array): Buffer {
+  const magic = Buffer.from(img.subarray(0, 4)).toString('hex');
+  const tool = magic.startsWith('1f8b') ? ['gzip', 'gzip'] : magic === '28b52ffd' ? ['zstd', 'zstd'] : undefined;
+  if (!tool) return Buffer.from(img);
+  requireTool(tool[0]!, tool[1]!);
+  const r = spawnSync(tool[0]!, ['-dc'], { input: img, maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`${tool[0]} -dc exited ${r.status}: ${String(r.stderr)}`);
+  return r.stdout;
+}
