@@ -112,7 +112,7 @@ describe('a kernel from an OCI image in LinuxKit layout', () => {
     // The default profile's initramfs.programs (dmsetup for its dm-verity root) come along too.
     const progs = loaded.profile.initramfs.programs ?? [];
     const programs = progs.length ? (await programsTree(progs, 'initramfs.programs', async (i) => (await loadInput(i, { cacheDir: CACHE })).tree)).tree : undefined;
-    const expected = await buildInitramfs(buildInitramfsTree({ busybox: busybox.content, modules: plan, kernelVersion: k.version, epoch: loaded.epoch, ...(programs ? { programs } : {}) }), loaded.profile.initramfs.compression);
+    const expected = await buildInitramfs(buildInitramfsTree({ busybox: busybox.content, modules: plan, kernelVersion: k.version, epoch: loaded.epoch, ...(programs ? { programs } : {}) }), loaded.profile.initramfs.compression, loaded.profile.initramfs.level);
     expect(sha(await readFile(join(record.outDir, 'initramfs.img')))).toBe(sha(expected));
   }, 600_000);
 
