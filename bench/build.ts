@@ -245,6 +245,7 @@ function hostBuild(prep: Prepared, p: Profile, epoch: number, dir: string): Host
   const c1 = childCpu();
   for (const d of debs) {
     if (!d.sha256) throw new Error(`build.json records no sha256 for the package ${d.name}`);
+    mkdirSync(join(dir, 'debs', d.name), { recursive: true });
     run('dpkg-deb', ['-x', join(INPUTS, 'blobs', 'sha256', d.sha256), join(dir, 'debs', d.name)]);
   }
   steps.push([`dpkg-deb -x (${debs.length} packages)`, (performance.now() - t1) / 1000]);
