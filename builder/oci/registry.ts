@@ -564,15 +564,7 @@ export class RegistryClient {
 
   /** PUT a manifest or index under a digest or tag; the registry must agree on its digest. */
   async putManifest(repo: string, reference: string, bytes: Uint8Array, mediaType: string): Promise<string> {
-    const digest = digestOf(bytes);
-    return this.retrying(`PUT manifest ${repo}:${reference}`, async () => {
-      const res = await this.send({ method: 'PUT', url: this.url(`${repo}/manifests/${reference}`), headers: { 'content-type': mediaType }, body: bytes }, [pushScope(repo)]);
-      if (res.status !== 201 && res.status !== 200 && res.status !== 202) return this.fail(res, `PUT manifest ${repo}:${reference}`);
-      await res.discard();
-      const got = res.header('docker-content-digest');
-      if (got !== undefined && got !== digest) throw new DigestMismatchError(`registry stored manifest ${repo}:${reference} as ${got}, we sent ${digest}`);
-      return digest;
-    });
+    return (await this.putManifestWithSubject(repo, reference, bytes, mediaType)).digest;
   }
 
   /**
