@@ -118,7 +118,8 @@ export async function loadDebInput(input: DebSpec, ctx: InputContext): Promise<L
   const locked = pins !== undefined;
   // Local .deb files are read anyway; packages by name are resolved once per apt state.
   const named = (Array.isArray(input.deb) ? input.deb : [input.deb]).every((s) => !isDebPath(s));
-  pins ??= named ? await memoDebResolution(join(ctx.cacheDir, 'stages'), { load: input }, () => resolveDebInput(input)) : await resolveDebInput(input);
+  // The key and directory are the stage keys' (cache/identity.ts), so one apt answer serves both.
+  pins ??= named ? await memoDebResolution(join(ctx.cacheDir, 'stages'), { deb: input.deb, depends: input.depends }, () => resolveDebInput(input)) : await resolveDebInput(input);
 
   const cache = new BlobCache(ctx.cacheDir);
   const tree = new FileTree();
