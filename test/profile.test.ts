@@ -10,6 +10,7 @@ import { registerValidateCommand } from '../builder/commands/validate.ts';
 import { ProfileError } from '../builder/profile/errors.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { InputError } from '../builder/util/errors.ts';
+import { prng } from './helpers/prng.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIX = 'test/fixtures/profiles';
@@ -320,7 +321,7 @@ describe('digest', () => {
         const d = join(dir, String(n++));
         await mkdir(d);
         await writeFile(join(d, 'sorted.yaml'), stringify(p));
-        await writeFile(join(d, 'shuffled.yaml'), stringify(shuffleKeys(p, mulberry32(seed)), { collectionStyle: seed % 2 === 0 ? 'flow' : 'any' }));
+        await writeFile(join(d, 'shuffled.yaml'), stringify(shuffleKeys(p, prng(seed)), { collectionStyle: seed % 2 === 0 ? 'flow' : 'any' }));
         const x = await loadProfile(join(d, 'sorted.yaml'), { env: {} });
         const y = await loadProfile(join(d, 'shuffled.yaml'), { env: {} });
         expect(y.digest).toBe(x.digest);
@@ -373,16 +374,6 @@ describe('profiles/default.yaml', () => {
   });
 });
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The same data with every mapping's keys in a random order (lists keep theirs: order matters there). */
 function shuffleKeys(v: unknown, rnd: () => number): unknown {

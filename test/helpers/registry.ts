@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertStaticElf } from '../../builder/oci/installer-image.ts';
 import { requireTool, runOk } from './oracle.ts';
+import { prng } from './prng.ts';
 
 /**
  * A real docker-registry (Debian's distribution v2) on a free 127.0.0.1 port with its own
@@ -301,18 +302,6 @@ export interface FaultProxy {
   maxFaults: number;
   stats: { requests: number; faults: Record<string, number> };
   close(): Promise<void>;
-}
-
-/** mulberry32: a small seeded PRNG, so a failing fault sequence can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export async function startFaultProxy(target: { host: string; port: number }, seed: number, rates: FaultRates, maxFaults = 1000): Promise<FaultProxy> {
