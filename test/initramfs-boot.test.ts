@@ -1,15 +1,11 @@
 import { chmod, mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInitramfs, buildInitramfsTree } from '../builder/initramfs/index.ts';
-import { loadInput } from '../builder/inputs/index.ts';
-import { findKernel, resolveModules } from '../builder/kernel/index.ts';
-import type { Input } from '../builder/profile/schema.ts';
 import { readContent } from '../builder/tree/content.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
+import { bootInitramfs, initramfsLines, loadBootKit } from './helpers/initramfs-qemu.ts';
 
 /**
  * Boots the real Debian cloud kernel with our initramfs under QEMU (TCG, direct kernel
@@ -18,7 +14,6 @@ import { requireTool, runOk } from './helpers/oracle.ts';
  * `ossify-initramfs: …; rebooting` line and reboots (QEMU exits thanks to -no-reboot).
  */
 
-const CACHE = fileURLToPath(new URL('../out/test-cache', import.meta.url));
 const MODULES = ['squashfs', 'virtio_blk', 'virtio_pci', 'vfat', 'nls_cp437', 'nls_ascii', 'nls_iso8859_1', 'nls_utf8'];
 
 let work: string;
@@ -33,40 +28,16 @@ echo "OSSIFY-ROOT-OK pid=$$ console=$([ -c /dev/console ] && echo yes) proc=$([ 
 $bb poweroff -f
 `;
 
-async function boot(initrd: string, append: string, withDisk: boolean): Promise<string> {
-  const args = [
-    '-accel', 'tcg', '-m', '512', '-smp', '1', '-nodefaults', '-no-user-config', '-display', 'none',
-    '-serial', 'stdio', '-no-reboot',
-    '-kernel', vmlinuz, '-initrd', initrd, '-append', `console=ttyS0 ${append}`,
-    ...(withDisk ? ['-drive', `file=${disk},if=virtio,format=raw,snapshot=on`] : []),
-  ];
-  const r = await execa('qemu-system-x86_64', args, { timeout: 180_000, reject: false, all: true, stdin: 'ignore' });
-  if (r.timedOut) throw new Error(`QEMU did not exit (no reboot/poweroff) within 180 s:\n${r.all}`);
-  return r.all ?? '';
-}
-
-/** Lines the initramfs printed, without the kernel's timestamp prefix. */
-function initramfsLines(log: string): string[] {
-  return log
-    .split(/\r?\n/)
-    .map((l) => l.replace(/^\[\s*\d+\.\d+\]\s*/, ''))
-    .filter((l) => l.startsWith('ossify-initramfs:'));
-}
+const boot = (initrd: string, append: string, withDisk: boolean) => bootInitramfs({ vmlinuz, initrd, append, ...(withDisk ? { disk } : {}), timeoutSeconds: 180 });
 
 beforeAll(async () => {
   requireTool('qemu-system-x86_64', 'qemu-system-x86');
   requireTool('mksquashfs', 'squashfs-tools');
   requireTool('sfdisk', 'fdisk');
   work = await mkdtemp(join(tmpdir(), 'ossify-boot-'));
-  const k = await loadInput({ deb: 'linux-image-cloud-amd64', depends: ['linux-image-*'] } as Input, { cacheDir: CACHE });
-  const kernel = findKernel(k.tree);
-  vmlinuz = join(work, 'vmlinuz');
-  await writeFile(vmlinuz, await readContent(kernel.vmlinuz));
-  const plan = await resolveModules(k.tree, kernel.version, MODULES);
-  const bb = await loadInput({ deb: 'busybox-static', depends: false } as Input, { cacheDir: CACHE });
-  const busybox = bb.tree.resolve('bin/busybox');
-  if (busybox?.type !== 'file') throw new Error('no busybox');
-  const tree = buildInitramfsTree({ busybox: busybox.content, modules: plan, kernelVersion: kernel.version, epoch: 1_700_000_000 });
+  const kit = await loadBootKit(work, MODULES);
+  vmlinuz = kit.vmlinuz;
+  const tree = buildInitramfsTree({ busybox: kit.busybox, modules: kit.plan, kernelVersion: kit.kernelVersion, epoch: 1_700_000_000 });
   initrdGzip = join(work, 'initrd.gz');
   initrdZstd = join(work, 'initrd.zst');
   await writeFile(initrdGzip, await buildInitramfs(tree, 'gzip'));
@@ -75,7 +46,7 @@ beforeAll(async () => {
   // ROOT-A: a good root; ROOT-B: a squashfs without /sbin/init; BROKEN: not a squashfs.
   const good = join(work, 'good');
   for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys']) await mkdir(join(good, d), { recursive: true });
-  await writeFile(join(good, 'bin/busybox'), await readContent(busybox.content));
+  await writeFile(join(good, 'bin/busybox'), await readContent(kit.busybox));
   await chmod(join(good, 'bin/busybox'), 0o755);
   await writeFile(join(good, 'sbin/init'), ROOT_INIT);
   await chmod(join(good, 'sbin/init'), 0o755);

@@ -2,19 +2,17 @@ import { readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kernelCmdline, verityCmdline, type SlotVerity } from '../builder/boot/entries.ts';
 import { programsTree } from '../builder/elf/index.ts';
 import { computeVerity, slotHashOffset, writeVerityTree } from '../builder/formats/verity.ts';
 import { buildInitramfs, buildInitramfsTree } from '../builder/initramfs/index.ts';
 import { loadInput } from '../builder/inputs/index.ts';
-import { findKernel, resolveModules } from '../builder/kernel/index.ts';
 import type { Input, Program } from '../builder/profile/schema.ts';
 import { readContent } from '../builder/tree/content.ts';
 import { fileHandleSink } from '../builder/util/sink.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
+import { bootInitramfs, initramfsLines, loadBootKit, TEST_CACHE } from './helpers/initramfs-qemu.ts';
 
 /**
  * The initramfs /init's dm-verity contract (builder/initramfs/init-script.ts), from the
@@ -25,7 +23,6 @@ import { requireTool, runOk } from './helpers/oracle.ts';
  * lacks a number, or an initramfs without dmsetup, ends in the one-line failure and a reboot.
  */
 
-const CACHE = fileURLToPath(new URL('../out/test-cache', import.meta.url));
 const MODULES = ['squashfs', 'virtio_blk', 'virtio_pci', 'dm_verity'];
 const DMSETUP: Program = { path: 'sbin/dmsetup', from: { deb: 'dmsetup', depends: true } as Input };
 const VERITYSETUP: Program = { path: 'sbin/veritysetup', from: { deb: 'cryptsetup-bin', depends: true } as Input };
@@ -44,40 +41,18 @@ echo "OSSIFY-ROOT-OK root=$($bb awk '$2 == "/" { r = $1 " " $3 } END { print r }
 $bb poweroff -f
 `;
 
-async function boot(image: string, append: string): Promise<string> {
-  const args = [
-    '-accel', 'tcg', '-m', '512', '-smp', '1', '-nodefaults', '-no-user-config', '-display', 'none',
-    '-serial', 'stdio', '-no-reboot',
-    '-kernel', vmlinuz, '-initrd', image, '-append', `console=ttyS0 ${append}`,
-    '-drive', `file=${disk},if=virtio,format=raw,snapshot=on`,
-  ];
-  const r = await execa('qemu-system-x86_64', args, { timeout: 120_000, reject: false, all: true, stdin: 'ignore' });
-  if (r.timedOut) throw new Error(`QEMU did not exit (no reboot/poweroff) within 120 s:\n${r.all}`);
-  return r.all ?? '';
-}
-
-const initramfsLines = (log: string) =>
-  log
-    .split(/\r?\n/)
-    .map((l) => l.replace(/^\[\s*\d+\.\d+\]\s*/, ''))
-    .filter((l) => l.startsWith('ossify-initramfs:'));
+const boot = (initrd: string, append: string) => bootInitramfs({ vmlinuz, initrd, append, disk, timeoutSeconds: 120 });
 
 beforeAll(async () => {
   requireTool('qemu-system-x86_64', 'qemu-system-x86');
   requireTool('mksquashfs', 'squashfs-tools');
   requireTool('sfdisk', 'fdisk');
   work = await mkdtemp(join(tmpdir(), 'ossify-verity-boot-'));
-  const k = await loadInput({ deb: 'linux-image-cloud-amd64', depends: ['linux-image-*'] } as Input, { cacheDir: CACHE });
-  const kernel = findKernel(k.tree);
-  vmlinuz = join(work, 'vmlinuz');
-  await writeFile(vmlinuz, await readContent(kernel.vmlinuz));
-  const plan = await resolveModules(k.tree, kernel.version, MODULES);
-  const bb = await loadInput({ deb: 'busybox-static', depends: false } as Input, { cacheDir: CACHE });
-  const busybox = bb.tree.resolve('bin/busybox');
-  if (busybox?.type !== 'file') throw new Error('no busybox');
-  const closure = async (p: Program) => (await programsTree([p], 'initramfs.programs', async (i) => (await loadInput(i, { cacheDir: CACHE })).tree)).tree;
+  const kit = await loadBootKit(work, MODULES);
+  vmlinuz = kit.vmlinuz;
+  const closure = async (p: Program) => (await programsTree([p], 'initramfs.programs', async (i) => (await loadInput(i, { cacheDir: TEST_CACHE })).tree)).tree;
   const programs = await closure(DMSETUP);
-  const spec = { busybox: busybox.content, modules: plan, kernelVersion: kernel.version, epoch: 1_700_000_000 };
+  const spec = { busybox: kit.busybox, modules: kit.plan, kernelVersion: kit.kernelVersion, epoch: 1_700_000_000 };
   initrd = join(work, 'initrd.gz');
   initrdNoDmsetup = join(work, 'initrd-no-dmsetup.gz');
   await writeFile(initrd, await buildInitramfs(buildInitramfsTree({ ...spec, programs }), 'gzip'));
@@ -88,7 +63,7 @@ beforeAll(async () => {
   // ROOT-A: squashfs + zero padding + verity tree; ROOT-B: the same with one byte of the squashfs flipped.
   const root = join(work, 'root');
   for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys']) await mkdir(join(root, d), { recursive: true });
-  await writeFile(join(root, 'bin/busybox'), await readContent(busybox.content));
+  await writeFile(join(root, 'bin/busybox'), await readContent(kit.busybox));
   await chmod(join(root, 'bin/busybox'), 0o755);
   await writeFile(join(root, 'sbin/init'), ROOT_INIT);
   await chmod(join(root, 'sbin/init'), 0o755);
