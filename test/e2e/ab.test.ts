@@ -14,7 +14,7 @@ import { openReleaseDir } from '../../builder/installer/release.ts';
 import { CRASH_ENV } from '../../builder/installer/steps.ts';
 import type { StatusReport } from '../../builder/installer/status.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
-import { OSSIFY_BIN, ossify, PROJECT_ROOT } from '../helpers/cli.ts';
+import { buildProfile, diskStatus, OSSIFY_BIN, ossify, ossifyOk, PROJECT_ROOT, slotOf } from '../helpers/cli.ts';
 import { requireTool, run } from '../helpers/oracle.ts';
 
 /**
@@ -33,11 +33,7 @@ let v3: string;
 let afterV1: string;
 let afterV2: string;
 
-async function build(profile: string): Promise<string> {
-  const r = await ossify(['build', `profiles/test/${profile}.yaml`, '--out', out, '--cache-dir', CACHE, '--json']);
-  if (r.exitCode !== 0) throw new Error(`ossify build ${profile} failed (${r.exitCode}):\n${r.stderr}`);
-  return (JSON.parse(r.stdout) as { outDir: string }).outDir;
-}
+const build = (profile: string) => buildProfile(`profiles/test/${profile}.yaml`, out, CACHE);
 
 function disk(name: string, from?: string): string {
   const path = join(out, `${name}.raw`);
@@ -45,15 +41,8 @@ function disk(name: string, from?: string): string {
   return path;
 }
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const r = await ossify(args, { env });
-  if (r.exitCode !== 0) throw new Error(`ossify ${args.join(' ')} failed (${r.exitCode}):\n${r.stderr}`);
-  return r;
-}
-
-async function status(path: string): Promise<StatusReport> {
-  return JSON.parse((await cli(['status', '--disk', path, '--json', '--verify'])).stdout) as StatusReport;
-}
+const cli = ossifyOk;
+const status = diskStatus;
 
 async function boot(path: string, expect: RegExp, extraDisks: string[] = []) {
   const r = await runDisk({ disk: path, expect, timeout: BOOT_TIMEOUT, ...(extraDisks.length ? { extraDisks } : {}) });
@@ -88,7 +77,6 @@ async function espFiles(path: string, files: string[]): Promise<Record<string, s
   }
 }
 
-const slotOf = (s: StatusReport, slot: 'a' | 'b') => s.slots.find((x) => x.slot === slot)!;
 const count = (log: string, re: RegExp) => log.match(new RegExp(re.source, 'g'))?.length ?? 0;
 
 beforeAll(async () => {

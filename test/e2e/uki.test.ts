@@ -8,10 +8,8 @@ import { readUki } from '../../builder/boot/uki.ts';
 import { openFatEditor } from '../../builder/formats/fat/mutate.ts';
 import { openDisk, partitionIo } from '../../builder/installer/disk.ts';
 import { probeLayout } from '../../builder/installer/layout.ts';
-import type { StatusReport } from '../../builder/installer/status.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
-import { ossify, PROJECT_ROOT } from '../helpers/cli.ts';
+import { buildProfile, buildRecord, diskStatus, ossify, ossifyOk, PROJECT_ROOT, slotOf } from '../helpers/cli.ts';
 import { requireTool, run, runOk } from '../helpers/oracle.ts';
 import { needTool, run as runFormatTool } from '../helpers/oracle-formats.ts';
 import { startRegistry } from '../helpers/registry.ts';
@@ -34,21 +32,10 @@ let sb: string;
 let sb2: string;
 let keys: string;
 
-async function build(profile: string): Promise<string> {
-  const r = await ossify(['build', profile, '--out', out, '--cache-dir', CACHE, '--json']);
-  if (r.exitCode !== 0) throw new Error(`ossify build ${profile} failed (${r.exitCode}):\n${r.stderr}`);
-  return (JSON.parse(r.stdout) as { outDir: string }).outDir;
-}
-
-async function cli(args: string[]) {
-  const r = await ossify(args);
-  if (r.exitCode !== 0) throw new Error(`ossify ${args.join(' ')} failed (${r.exitCode}):\n${r.stderr}`);
-  return r;
-}
-
-const record = (dir: string) => JSON.parse(readFileSync(join(dir, 'build.json'), 'utf8')) as BuildRecord;
-const status = async (disk: string) => JSON.parse((await cli(['status', '--disk', disk, '--json', '--verify'])).stdout) as StatusReport;
-const slotOf = (s: StatusReport, slot: 'a' | 'b') => s.slots.find((x) => x.slot === slot)!;
+const build = (profile: string) => buildProfile(profile, out, CACHE);
+const cli = (args: string[]) => ossifyOk(args);
+const record = buildRecord;
+const status = diskStatus;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Runs `fn` on the ESP of a disk image. */

@@ -1,13 +1,11 @@
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeLayout } from '../../builder/oci/installer-image.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
-import type { StatusReport } from '../../builder/installer/status.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
-import { ossify, PROJECT_ROOT } from '../helpers/cli.ts';
+import { buildProfile, buildRecord, diskStatus, ossifyOk, PROJECT_ROOT, slotOf } from '../helpers/cli.ts';
 import { requireTool, run } from '../helpers/oracle.ts';
 
 /**
@@ -23,21 +21,10 @@ let out: string;
 let v1: string;
 let v2: string;
 
-async function build(profile: string): Promise<string> {
-  const r = await ossify(['build', `profiles/test/${profile}.yaml`, '--out', out, '--cache-dir', CACHE, '--json']);
-  if (r.exitCode !== 0) throw new Error(`ossify build ${profile} failed (${r.exitCode}):\n${r.stderr}`);
-  return (JSON.parse(r.stdout) as { outDir: string }).outDir;
-}
-
-async function cli(args: string[]) {
-  const r = await ossify(args);
-  if (r.exitCode !== 0) throw new Error(`ossify ${args.join(' ')} failed (${r.exitCode}):\n${r.stderr}`);
-  return r;
-}
-
-const record = (dir: string) => JSON.parse(readFileSync(join(dir, 'build.json'), 'utf8')) as BuildRecord;
-const status = async (disk: string) => JSON.parse((await cli(['status', '--disk', disk, '--json', '--verify'])).stdout) as StatusReport;
-const slotOf = (s: StatusReport, slot: 'a' | 'b') => s.slots.find((x) => x.slot === slot)!;
+const build = (profile: string) => buildProfile(`profiles/test/${profile}.yaml`, out, CACHE);
+const cli = (args: string[]) => ossifyOk(args);
+const record = buildRecord;
+const status = diskStatus;
 
 /** Copies `length` bytes at `offset` of a disk into a file of their own (a partition image). */
 async function extract(disk: string, offset: number, length: number, to: string): Promise<void> {
