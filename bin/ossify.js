@@ -1,14 +1,49 @@
 #!/usr/bin/env node
-// In a checkout the TypeScript source runs through tsx, so a stale dist/ can never shadow it;
-// an installed package ships only dist/ (npm run build).
-import { existsSync } from 'node:fs';
+// The ossify command: compiled JavaScript only (dist/, made by `npm run build`), never tsx.
+// Plain JavaScript that parses on any Node, so that an old runtime gets a clear answer.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const source = new URL('../builder/cli.ts', import.meta.url);
-if (existsSync(fileURLToPath(source))) {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import(source.href);
-} else {
-  await import(new URL('../dist/builder/cli.js', import.meta.url).href);
+const FLOOR = [22, 15];
+const root = fileURLToPath(new URL('..', import.meta.url));
+const compiled = new URL('../dist/builder/cli.js', import.meta.url);
+
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < FLOOR[0] || (major === FLOOR[0] && minor < FLOOR[1])) {
+  // The set-up installs a supported Node into the checkout when the host's is older: use it.
+  const local = `${root}.runtime/bin/node`;
+  if (process.env.OSSIFY_REEXEC !== '1' && existsSync(local)) {
+    const r = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+      stdio: 'inherit',
+      env: { ...process.env, OSSIFY_REEXEC: '1' },
+    });
+    if (r.signal) process.kill(process.pid, r.signal);
+    process.exit(r.status ?? 1);
+  }
+  process.stderr.write(
+    `error: ossify needs Node.js >= ${FLOOR.join('.')}; this is ${process.version}\n` +
+      `hint: install Node 22 LTS or 24 LTS, or run ./scripts/install-host.sh in the checkout (it puts Node 24 in .runtime/)\n`,
+  );
+  process.exit(1);
 }
+
+const compiledPath = fileURLToPath(compiled);
+if (!existsSync(compiledPath)) {
+  process.stderr.write(`error: ${compiledPath} is missing\nhint: run \`npm run build\` (or \`npx tsx builder/cli.ts\` to run the source)\n`);
+  process.exit(1);
+}
+// In a checkout, refuse a dist/ older than the source it was built from: a stale CLI would
+// run code nobody is reading. An installed package ships no builder/, so this costs nothing there.
+const source = `${root}builder`;
+if (existsSync(source)) {
+  const built = statSync(compiledPath).mtimeMs;
+  const stale = readdirSync(source, { recursive: true }).find(
+    (f) => typeof f === 'string' && f.endsWith('.ts') && statSync(`${source}/${f}`).mtimeMs > built,
+  );
+  if (stale) {
+    process.stderr.write(`error: dist/ is older than builder/${stale}\nhint: run \`npm run build\` (or \`npx tsx builder/cli.ts\` to run the source)\n`);
+    process.exit(1);
+  }
+}
+await import(compiled.href);

@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-host.sh
+# shellcheck source=scripts/runtime-env.sh
+. scripts/runtime-env.sh
 node bin/ossify.js build profiles/default.yaml
 node bin/ossify.js run out/ossify-default-1.0.0/disk.raw --snapshot --expect 'OSSIFY-BOOT name=\S+ version=\S+ slot=a' --timeout 180

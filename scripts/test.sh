@@ -3,5 +3,7 @@
 # the registry tests (they start their own docker-registry on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-host.sh
+./scripts/install-host.sh --with-oracles
+# shellcheck source=scripts/runtime-env.sh
+. scripts/runtime-env.sh
 npm test

@@ -1,0 +1,25 @@
+/**
+ * ossify as a library: what the CLI's commands call, with their types. Everything here is
+ * also reachable through `ossify …`; the CLI adds only argument parsing and exit codes.
+ */
+export { loadProfile, type LoadedProfile, type LoadOptions } from './profile/load.ts';
+export { build, outputDirFor, type BuildOptions, type BuildRecord, type BuildResult } from './pipeline.ts';
+export { pushBuild, pushBuilds, pushLayout, type PushOptions, type PushResult } from './oci/push.ts';
+export { pullRelease, type PullOptions, type PullResult } from './oci/pull.ts';
+export {
+  install,
+  upgrade,
+  rollback,
+  diskStatus,
+  formatStatus,
+  type InstallOptions,
+  type InstallResult,
+  type UpgradeOptions,
+  type UpgradeResult,
+  type RollbackOptions,
+  type RollbackResult,
+  type StatusReport,
+} from './installer/index.ts';
+export { writeSquashfs, SquashfsReader, type SquashfsOptions, type SquashfsResult } from './formats/squashfs/index.ts';
+export { runDisk, type RunOptions, type RunResult } from './run/qemu.ts';
+export { OssifyError } from './util/errors.ts';
