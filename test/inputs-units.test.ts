@@ -12,7 +12,6 @@ import { parseStanza } from '../builder/inputs/deb.ts';
 import { collect, decompressBytes, sniffCompression } from '../builder/inputs/decompress.ts';
 import { globMatcher } from '../builder/inputs/glob.ts';
 import { zstdCompress, zstdDecompressBytes, zstdFrames } from '../builder/inputs/zstd.ts';
-import { MissingToolError } from '../builder/util/errors.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
 
 let work: string;
@@ -136,19 +135,16 @@ describe('decompression', () => {
     expect(() => zstdFrames(stream.subarray(0, stream.length - 3), 'cut.zst')).toThrow(/cut\.zst: corrupt zstd data/);
   });
 
-  it('names the Debian package to install when xz is missing', async () => {
+  it('decodes xz in-process: no host xz on PATH is needed', async () => {
     requireTool('xz', 'xz-utils');
     const file = join(work, 'x.txt');
-    await writeFile(file, 'x');
+    await writeFile(file, 'x'.repeat(10_000));
     runOk('xz', ['-kf', file]);
     const data = await readFile(`${file}.xz`);
     const path = process.env.PATH;
     process.env.PATH = join(work, 'empty-path');
     try {
-      const err = await collect(decompressBytes(data, 'tar:/some/input.tar.xz')).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(MissingToolError);
-      expect((err as MissingToolError).message).toMatch(/xz not found: needed to decompress tar:\/some\/input\.tar\.xz/);
-      expect((err as MissingToolError).hint).toBe('install it: apt-get install xz-utils');
+      expect(Buffer.from(await collect(decompressBytes(data, 'tar:/some/input.tar.xz'))).toString()).toBe('x'.repeat(10_000));
     } finally {
       process.env.PATH = path;
     }

@@ -124,10 +124,18 @@ export async function loadDebInput(input: DebSpec, ctx: InputContext): Promise<L
   const cache = new BlobCache(ctx.cacheDir);
   const tree = new FileTree();
   const sources: SourceRecord[] = [];
-  for (const p of pins) {
+  // Packages are fetched one at a time (apt-get runs are not made concurrent), unpacked
+  // concurrently as they arrive (xz decodes on worker threads), and layered in pin order.
+  let fetched: Promise<unknown> = Promise.resolve();
+  const unpacking = pins.map(async (p) => {
     const origin = isFilePin(p) ? `deb:${p.file}` : `deb:${p.package}`;
-    const bytes = isFilePin(p) ? await readDebFile(p.file) : await fetchPinned(p, cache, ctx, locked);
-    const unpacked = await unpackDeb(bytes, origin);
+    const turn = fetched.catch(() => {}).then(() => (isFilePin(p) ? readDebFile(p.file) : fetchPinned(p, cache, ctx, locked)));
+    fetched = turn;
+    return { origin, unpacked: await unpackDeb(await turn, origin) };
+  });
+  for (const u of unpacking) u.catch(() => {});
+  for (const [i, p] of pins.entries()) {
+    const { origin, unpacked } = await unpacking[i]!;
     applyTree(tree, unpacked.tree, origin);
     sources.push({ kind: 'deb', name: p.package, ...(p.version ? { version: p.version } : {}), sha256: p.sha256 });
     ctx.log?.(`deb ${p.package}${p.version ? ` ${p.version}` : ''}: unpacked`);

@@ -6,11 +6,13 @@ import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import { InputError, MissingToolError, OssifyError } from '../util/errors.ts';
 import { isZstd, zstdDecompress } from './zstd.ts';
+import { xzDecode } from './xz-decode.ts';
 
 /**
  * Compressed inputs are recognised by their magic bytes, never by file name: a `.tar.gz`
  * that is really zstd still unpacks, and a misnamed file cannot pick the wrong decoder.
- * gzip and zstd are decoded in-process; xz and bzip2 go through the host tools, streamed.
+ * gzip, zstd and xz are decoded in-process (xz block-parallel on worker threads); bzip2,
+ * rare in packages and images, goes through the host tool, streamed.
  */
 
 export type Compression = 'gzip' | 'zstd' | 'xz' | 'bzip2' | 'none';
@@ -26,8 +28,6 @@ export function sniffCompression(head: Uint8Array): Compression {
 }
 
 const HOST_TOOLS = {
-  // -T0: xz ≥ 5.4 decodes multi-block files (dpkg-deb writes them) on every core; same bytes out.
-  xz: { tool: 'xz', pkg: 'xz-utils', args: ['-dc', '-T0'] },
   bzip2: { tool: 'bzip2', pkg: 'bzip2', args: ['-dc'] },
 } as const;
 
@@ -76,6 +76,9 @@ function decode(kind: Compression, source: Source, origin: string): AsyncIterabl
         ? zstdDecompress(source.bytes, origin)
         : (async function* () { yield* zstdDecompress(await readFile(source.path), origin); })();
     case 'xz':
+      return 'bytes' in source
+        ? xzDecode(source.bytes, origin)
+        : (async function* () { yield* xzDecode(await readFile(source.path), origin); })();
     case 'bzip2':
       return hostDecompress(kind, source, origin);
   }

@@ -1,8 +1,7 @@
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Compressor, CompressorSpec } from './compress.ts';
 import { OssifyError } from '../../util/errors.ts';
+import { siblingModule, startWorker } from '../../util/worker.ts';
 
 /** Compresses blocks; returns the compressed bytes or null when storing raw is smaller. */
 export interface BlockCompressor {
@@ -20,29 +19,9 @@ export function inlineCompressor(comp: Compressor): BlockCompressor {
   };
 }
 
-const here = import.meta.url;
-
-/**
- * How a worker is started depends on how we run. From compiled JavaScript the worker is a
- * sibling .js file. From TypeScript source (tsx, vitest) a worker thread does not inherit
- * the parent's loader, so a tiny CommonJS bootstrap registers tsx's ESM loader inside the
- * worker and then imports the .ts entry. tsx is only needed in that second case (dev).
- */
+/** Compression workers run the same compressor code as the main thread (compress-worker.ts). */
 function spawnWorker(spec: CompressorSpec): Worker {
-  if (here.endsWith('.ts')) {
-    const entry = new URL('./compress-worker.ts', here).href;
-    const boot =
-      `import(${JSON.stringify(tsxEsmApi())}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })` +
-      `.catch((e) => { setImmediate(() => { throw e; }); });`;
-    return new Worker(boot, { eval: true, workerData: spec });
-  }
-  return new Worker(new URL('./compress-worker.js', here), { workerData: spec });
-}
-
-/** tsx's ESM register API as a file URL (its CommonJS twin cannot register ESM hooks here). */
-function tsxEsmApi(): string {
-  const cjs = createRequire(here).resolve('tsx/esm/api');
-  return pathToFileURL(cjs.replace(/\.cjs$/, '.mjs')).href;
+  return startWorker(siblingModule(import.meta.url, 'compress-worker'), spec);
 }
 
 interface Pending {

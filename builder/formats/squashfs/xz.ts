@@ -1,20 +1,8 @@
 import type { Compressor } from './compress.ts';
 import { CompressorId } from './constants.ts';
 import { OssifyError } from '../../util/errors.ts';
+import { LZMA_BUF_ERROR, LZMA_OK, lzmaModule, type LzmaWasm } from '../../util/lzma-wasm.ts';
 
-interface LzmaModule {
-  HEAPU8: Uint8Array;
-  _malloc(size: number): number;
-  _free(ptr: number): void;
-  _lzma_stream_buffer_encode(filters: number, check: number, allocator: number, inBuf: number, inSize: number, outBuf: number, outPos: number, outSize: number): number;
-}
-interface LzmaWasm {
-  initModule(): Promise<LzmaModule>;
-  streamBufferDecode(input: Uint8Array, memlimit?: number | bigint): Uint8Array;
-}
-
-const LZMA_OK = 0;
-const LZMA_BUF_ERROR = 10;
 const LZMA_CHECK_CRC32 = 1;
 const LZMA_FILTER_LZMA2 = 0x21;
 const LZMA_MODE_FAST = 1;
@@ -45,18 +33,9 @@ function presetOptions(level: number, dictSize: number) {
   };
 }
 
-async function loadLzma(): Promise<LzmaWasm> {
-  try {
-    // liblzma compiled to WebAssembly: the same bytes on every machine.
-    return (await import('node-liblzma/wasm' as string)) as LzmaWasm;
-  } catch (err) {
-    throw new OssifyError('xz compression needs the node-liblzma package', { hint: 'npm install node-liblzma', cause: err });
-  }
-}
-
 export async function createXz(level: number, blockSize: number): Promise<Compressor> {
-  const lib = await loadLzma();
-  const mod = await lib.initModule();
+  const mod = await lzmaModule();
+  const lib = (await import('node-liblzma/wasm' as string)) as LzmaWasm;
   const o = presetOptions(level, blockSize);
   // One scratch area per compressor: options, filter chain, out_pos, input, output.
   const outCap = blockSize + (blockSize >>> 4) + 1024;
