@@ -2,6 +2,7 @@
 // The ossify command: compiled JavaScript only (dist/, made by `npm run build`), never tsx.
 // Plain JavaScript that parses on any Node, so that an old runtime gets a clear answer.
 import { spawnSync } from 'node:child_process';
+import module from 'node:module';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -46,4 +47,7 @@ if (existsSync(source)) {
     process.exit(1);
   }
 }
+// V8's compiled code for ossify's modules is kept between runs (Node's own cache directory):
+// start-up is most of a no-change rebuild. It never changes what a build writes.
+module.enableCompileCache?.();
 await import(compiled.href);

@@ -1,62 +1,52 @@
 import { Command, CommanderError } from 'commander';
 import { OssifyError } from './util/errors.ts';
 import { packageInfo } from './util/package-info.ts';
-import { registerBuildCommand } from './commands/build.ts';
-import { registerRunCommand } from './commands/run.ts';
-import { registerValidateCommand } from './commands/validate.ts';
-import { registerSchemaCommand } from './commands/schema.ts';
-import { registerSquashfsCommand } from './commands/squashfs.ts';
-import { registerInspectCommand } from './commands/inspect.ts';
-import { registerPushCommand } from './commands/push.ts';
-import { registerPullCommand } from './commands/pull.ts';
-import { registerLockCommand } from './commands/lock.ts';
-import { registerInstallCommand } from './commands/install.ts';
-import { registerUpgradeCommand } from './commands/upgrade.ts';
-import { registerStatusCommand } from './commands/status.ts';
-import { registerRollbackCommand } from './commands/rollback.ts';
-import { registerSignCommand } from './commands/sign.ts';
-import { registerVerifyCommand } from './commands/verify.ts';
-import { registerKeygenCommand } from './commands/keygen.ts';
-import { registerCacheCommand } from './commands/cache.ts';
-import { registerPlanCommand } from './commands/plan.ts';
 
+type Register = (program: Command) => unknown;
+
+/**
+ * Every command, in --help order, loaded on demand: `ossify build` loads the build's code and
+ * not the registry client's or the installer's, so start-up stays short.
+ */
+const COMMANDS: [name: string, load: () => Promise<Register>][] = [
+  ['build', async () => (await import('./commands/build.ts')).registerBuildCommand],
+  ['validate', async () => (await import('./commands/validate.ts')).registerValidateCommand],
+  ['schema', async () => (await import('./commands/schema.ts')).registerSchemaCommand],
+  ['run', async () => (await import('./commands/run.ts')).registerRunCommand],
+  ['squashfs', async () => (await import('./commands/squashfs.ts')).registerSquashfsCommand],
+  ['inspect', async () => (await import('./commands/inspect.ts')).registerInspectCommand],
+  ['push', async () => (await import('./commands/push.ts')).registerPushCommand],
+  ['pull', async () => (await import('./commands/pull.ts')).registerPullCommand],
+  ['lock', async () => (await import('./commands/lock.ts')).registerLockCommand],
+  ['install', async () => (await import('./commands/install.ts')).registerInstallCommand],
+  ['upgrade', async () => (await import('./commands/upgrade.ts')).registerUpgradeCommand],
+  ['status', async () => (await import('./commands/status.ts')).registerStatusCommand],
+  ['rollback', async () => (await import('./commands/rollback.ts')).registerRollbackCommand],
+  ['sign', async () => (await import('./commands/sign.ts')).registerSignCommand],
+  ['verify', async () => (await import('./commands/verify.ts')).registerVerifyCommand],
+  ['keygen', async () => (await import('./commands/keygen.ts')).registerKeygenCommand],
+  ['cache', async () => (await import('./commands/cache.ts')).registerCacheCommand],
+  ['plan', async () => (await import('./commands/plan.ts')).registerPlanCommand],
+];
 
 /** The CLI only parses arguments and calls into the library; exit codes: 0 ok, 1 failed, 2 bad usage or input. */
-export function makeProgram(): Command {
+export async function makeProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command('ossify')
     .description('build immutable, reproducible A/B OS images')
     .version(packageInfo().version)
     .showHelpAfterError()
     .exitOverride();
-  for (const register of [
-    registerBuildCommand,
-    registerValidateCommand,
-    registerSchemaCommand,
-    registerRunCommand,
-    registerSquashfsCommand,
-    registerInspectCommand,
-    registerPushCommand,
-    registerPullCommand,
-    registerLockCommand,
-    registerInstallCommand,
-    registerUpgradeCommand,
-    registerStatusCommand,
-    registerRollbackCommand,
-    registerSignCommand,
-    registerVerifyCommand,
-    registerKeygenCommand,
-    registerCacheCommand,
-    registerPlanCommand,
-  ]) {
-    register(program);
-  }
+  // Only the command named on the command line, when it names one; else all (for --help and errors).
+  const named = COMMANDS.filter(([name]) => name === argv[2]);
+  const versionOnly = argv[2] === '--version' || argv[2] === '-V';
+  for (const [, load] of named.length || versionOnly ? named : COMMANDS) (await load())(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
   try {
-    await makeProgram().parseAsync(argv);
+    await (await makeProgram(argv)).parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {

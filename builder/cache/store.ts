@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
+import { constants, createReadStream, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { copyFile, link, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { BlobCache } from '../inputs/cache.ts';
@@ -75,8 +75,13 @@ const shared = new Map<string, StageCache>();
 export class StageCache {
   readonly root: string;
   readonly blobs: BlobCache;
-  /** Blobs re-hashed by this process, with the stat they had then: a later use only re-stats. */
-  private readonly verified = new Map<string, string>();
+  /**
+   * Blobs re-hashed here, with the stat they had then (`verified.json`, kept across runs): a
+   * later use re-hashes a blob only when its inode, size or mtime changed since, so an
+   * unchanged rebuild reads no blob, while any write to one (which moves its mtime) is caught.
+   */
+  private verifiedLoaded?: Map<string, string>;
+  private verifiedDirty = false;
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Warnings for the build's log (corrupt records dropped). */
   readonly warnings: string[] = [];
@@ -170,8 +175,9 @@ export class StageCache {
       await rm(path, { force: true });
       return `blob ${sha256} is ${st.size} bytes, the record says ${size}`;
     }
-    const sig = `${st.size}:${st.mtimeMs}:${st.ino}:${st.ctimeMs}`;
-    if (this.verified.get(sha256) === sig) return undefined;
+    // Not ctime: hard-linking a blob into a build directory moves it without touching the bytes.
+    const sig = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    if (this.verified().get(sha256) === sig) return undefined;
     const h = createHash('sha256');
     for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
     const actual = h.digest('hex');
@@ -180,8 +186,40 @@ export class StageCache {
       await rm(path, { force: true });
       return `blob ${sha256} is corrupt (its bytes hash to ${actual})`;
     }
-    this.verified.set(sha256, sig);
+    this.verified().set(sha256, sig);
+    this.verifiedDirty = true;
     return undefined;
+  }
+
+  private verifiedPath(): string {
+    return join(this.root, 'verified.json');
+  }
+
+  private verified(): Map<string, string> {
+    if (this.verifiedLoaded) return this.verifiedLoaded;
+    let known: Record<string, string> = {};
+    try {
+      known = JSON.parse(readFileSync(this.verifiedPath(), 'utf8')) as Record<string, string>;
+    } catch {
+      /* none yet, or unreadable: blobs are simply re-hashed */
+    }
+    this.verifiedLoaded = new Map(Object.entries(known).filter(([k, v]) => /^[0-9a-f]{64}$/.test(k) && typeof v === 'string'));
+    // Saved when the process ends: a killed build only loses the memo, never a check.
+    process.once('exit', () => this.saveVerified());
+    return this.verifiedLoaded;
+  }
+
+  private saveVerified(): void {
+    if (!this.verifiedDirty || !this.verifiedLoaded) return;
+    try {
+      const tmp = tmpName(this.root, 'verified');
+      mkdirSync(this.root, { recursive: true });
+      writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.verifiedLoaded)));
+      renameSync(tmp, this.verifiedPath());
+      this.verifiedDirty = false;
+    } catch {
+      /* a memo only */
+    }
   }
 
   async put(rec: StageRecord): Promise<void> {
