@@ -94,8 +94,12 @@ export function xzBlocks(file: Uint8Array): XzBlock[] {
   return streams.flat();
 }
 
-/** One block of `file` as a complete single-block .xz stream, decodable on its own. */
-export function singleBlockStream(file: Uint8Array, block: XzBlock): Uint8Array {
+/**
+ * One block of `file` as a complete single-block .xz stream, decodable on its own, as the
+ * pieces to write one after the other (the block itself is a view, not a copy: blocks are
+ * tens of megabytes and the caller copies them once, straight to where they are decoded).
+ */
+export function singleBlockStream(file: Uint8Array, block: XzBlock): Uint8Array[] {
   const blockBytes = file.subarray(block.offset, block.offset + round4(block.unpaddedSize));
   const index: number[] = [0];
   writeVarint(index, 1);
@@ -116,11 +120,5 @@ export function singleBlockStream(file: Uint8Array, block: XzBlock): Uint8Array 
   footer.set(block.flags, 8);
   footer.set(FOOTER_MAGIC, 10);
   fv.setUint32(0, crc32(footer.subarray(4, 10)), true);
-
-  const out = new Uint8Array(12 + blockBytes.length + indexBytes.length + 12);
-  out.set(header, 0);
-  out.set(blockBytes, 12);
-  out.set(indexBytes, 12 + blockBytes.length);
-  out.set(footer, out.length - 12);
-  return out;
+  return [header, blockBytes, indexBytes, footer];
 }

@@ -70,7 +70,7 @@ function startPool(): Promise<Pool> {
   });
 }
 
-async function decodeOnPool(stream: Uint8Array, size: number): Promise<Uint8Array> {
+async function decodeOnPool(parts: Uint8Array[], size: number): Promise<Uint8Array> {
   pool ??= startPool();
   const p = await pool;
   let best = p.workers[0]!;
@@ -80,7 +80,15 @@ async function decodeOnPool(stream: Uint8Array, size: number): Promise<Uint8Arra
   const id = p.nextId++;
   return new Promise((resolve, reject) => {
     p.jobs.set(id, { resolve, reject });
-    best.w.postMessage({ id, stream, size }, [stream.buffer as ArrayBuffer]);
+    // The block is a view into the whole package, and cloning a view clones its whole buffer:
+    // copy just the stream's bytes once and hand that buffer over.
+    const stream = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      stream.set(p, at);
+      at += p.length;
+    }
+    best.w.postMessage({ id, parts: [stream], size }, [stream.buffer]);
   });
 }
 

@@ -46,21 +46,26 @@ export function lzmaModule(): Promise<LzmaModule> {
 }
 
 /**
- * Decodes one whole .xz stream whose decoded size is known exactly (from its index), into a
+ * Decodes one whole .xz stream (given as consecutive pieces) whose decoded size is known exactly (from its index), into a
  * buffer of that size: one call, one allocation, and liblzma checks sizes, index and checks.
  */
-export function xzDecodeExact(mod: LzmaModule, stream: Uint8Array, size: number): Uint8Array {
+export function xzDecodeExact(mod: LzmaModule, parts: readonly Uint8Array[], size: number): Uint8Array {
+  const length = parts.reduce((n, p) => n + p.length, 0);
   const scratch = mod._malloc(8 + 4 + 4);
-  const inPtr = mod._malloc(stream.length || 1);
+  const inPtr = mod._malloc(length || 1);
   const outPtr = mod._malloc(size || 1);
   try {
     if (!scratch || !inPtr || !outPtr) throw new OssifyError(`xz: out of WebAssembly memory for a ${size}-byte block`);
-    mod.HEAPU8.set(stream, inPtr);
+    let at = inPtr;
+    for (const p of parts) {
+      mod.HEAPU8.set(p, at);
+      at += p.length;
+    }
     const dv = new DataView(mod.HEAPU8.buffer);
     dv.setBigUint64(scratch, 0xffff_ffff_ffff_ffffn, true);
     dv.setUint32(scratch + 8, 0, true);
     dv.setUint32(scratch + 12, 0, true);
-    const ret = mod._lzma_stream_buffer_decode(scratch, 0, 0, inPtr, scratch + 8, stream.length, outPtr, scratch + 12, size);
+    const ret = mod._lzma_stream_buffer_decode(scratch, 0, 0, inPtr, scratch + 8, length, outPtr, scratch + 12, size);
     if (ret !== LZMA_OK) throw new OssifyError(`xz: ${LZMA_ERRORS[ret] ?? `liblzma error ${ret}`}`);
     const written = new DataView(mod.HEAPU8.buffer).getUint32(scratch + 12, true);
     if (written !== size) throw new OssifyError(`xz: block decoded to ${written} bytes, its index says ${size}`);
