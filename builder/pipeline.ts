@@ -34,6 +34,11 @@ import { StageCache } from './cache/store.ts';
 import type { RemoteStageCache } from './cache/remote.ts';
 import { cachedInstallerImage } from './cache/installer.ts';
 import { SITE_SEED_FILE, siteTar, siteTree, writeSiteSeed } from './site/data.ts';
+// image formats: qcow2, vhd, vmdk, ova, gce written from the disk
+import { resolveOutputs, type OutputSpec } from './outputs/index.ts';
+import { writeOutputs } from './outputs/write.ts';
+import type { WrittenOutput } from './outputs/types.ts';
+import { mergeExtents, type Extent } from './util/extents.ts';
 
 export interface BuildOptions {
   outRoot: string;
@@ -47,6 +52,8 @@ export interface BuildOptions {
   stageCacheDir?: string;
   /** fleet (issue 9): registries stage records are read from and written to (`--cache-from`, `--cache-to`). */
   remoteCache?: { from?: RemoteStageCache; to?: RemoteStageCache };
+  /** Image formats to write from the disk instead of the profile's `outputs:` (`--output`). */
+  outputs?: OutputSpec[];
 }
 
 export interface SourceRecord {
@@ -71,6 +78,8 @@ export interface BuildRecord {
   /** verified boot (issue 8): how the slots boot; `uki` builds uki-a.efi and uki-b.efi. */
   boot?: { entries: 'type1' | 'uki'; secureBoot: boolean };
   partitions: { label: string; guid: string; typeGuid: string; offset: number; size: number }[];
+  /** The disk in each image format the build wrote (`outputs:`), each with its sha256. */
+  outputs: WrittenOutput[];
   sources: SourceRecord[];
   timings: Record<string, number>;
   /** fleet (issue 9): a site build's profile digest without its site data (what its OS artifacts derive from), and the site. */
@@ -119,6 +128,8 @@ export interface Ctx {
   initramfs?: Uint8Array;
   rootfs?: FileTree;
   partitions?: PlacedPartition[];
+  /** The byte ranges of disk.raw that were written (the rest is holes), for the output formats. */
+  diskExtents?: Extent[];
 }
 
 async function fetchInput(ctx: Ctx, input: Input, log: (l: string) => void): Promise<FileTree> {
@@ -318,8 +329,10 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
           root: parseSize(p.disk.root),
           state: parseSize(p.disk.state),
         });
+        const written: Extent[] = [];
         ctx.partitions = await assembleDisk(join(ctx.work, 'disk.raw'), {
           layout,
+          written,
           esp: { tree: esp, label: 'OSSIFY-ESP', serial: serialFrom(baseDigestOf(ctx.loaded)) },
           images: {
             'ROOT-A': [
@@ -328,6 +341,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
             ],
           },
         });
+        ctx.diskExtents = written;
         log(`${ctx.partitions.length} partitions`);
       },
     },
@@ -346,7 +360,11 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       name: 'site seed',
       async run(ctx, log) {
         if (!ctx.loaded.profile.site) return;
-        await writeSiteSeed(join(ctx.work, 'disk.raw'), ctx.partitions!, await readFile(join(ctx.work, SITE_SEED_FILE)));
+        const seed = await readFile(join(ctx.work, SITE_SEED_FILE));
+        await writeSiteSeed(join(ctx.work, 'disk.raw'), ctx.partitions!, seed);
+        const state = ctx.partitions!.find((p) => p.label === 'STATE');
+        // A new array, so the stage cache sees the value change.
+        if (ctx.diskExtents && state) ctx.diskExtents = mergeExtents([...ctx.diskExtents, { offset: state.offset, length: seed.length }]);
         log('seeded the STATE partition');
       },
     },
@@ -429,6 +447,18 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
       if (st) artifacts[a] = await digest(path);
     }
     const p = loaded.profile;
+    const t0 = performance.now();
+    const disk = artifacts['disk.raw']!;
+    const outputs = await writeOutputs(
+      resolveOutputs(opts.outputs ?? p.outputs),
+      {
+        disk: { path: join(work, 'disk.raw'), size: disk.size, sha256: disk.sha256, ...(ctx.diskExtents ? { extents: ctx.diskExtents } : {}) },
+        build: { name: p.name, version: p.version, arch: p.arch, epoch: loaded.epoch, profileDigest: loaded.digest },
+        dir: work,
+      },
+      opts.progress === 'silent' ? undefined : (line) => process.stderr.write(`  outputs: ${line}\n`),
+    );
+    timings.outputs = Math.round(performance.now() - t0);
     const record: BuildRecord = {
       name: loaded.profile.name,
       version: loaded.profile.version,
@@ -444,6 +474,7 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
         : {}),
       ...(p.boot.entries === 'uki' || p.boot.secureBoot ? { boot: { entries: p.boot.entries ?? 'type1', secureBoot: p.boot.secureBoot !== undefined } } : {}),
       partitions: ctx.partitions!.map((p) => ({ label: p.label, guid: p.guid, typeGuid: p.typeGuid, offset: p.offset, size: p.size })),
+      outputs,
       sources: dedupeSources(ctx.sources),
       timings,
       ...(p.site ? { baseDigest: baseDigestOf(loaded), site: { name: p.site.name } } : {}),
@@ -456,7 +487,7 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
     // trust (issue 7): the in-toto provenance names the artifacts, the SBOM and the installer image, so it is written last.
     await writeProvenance(
       work,
-      { name: record.name, version: record.version, arch: record.arch, profileDigest: record.profileDigest, profileFile: loaded.file, epoch: record.epoch, artifacts: record.artifacts, installerDigest: image.manifestDigest, sources: record.sources, builderVersion: packageInfo().version },
+      { name: record.name, version: record.version, arch: record.arch, profileDigest: record.profileDigest, profileFile: loaded.file, epoch: record.epoch, artifacts: { ...record.artifacts, ...Object.fromEntries(outputs.map((o) => [o.file, o])) }, installerDigest: image.manifestDigest, sources: record.sources, builderVersion: packageInfo().version },
       join(work, SBOM_FILE),
     );
     await replaceDir(work, finalDir);

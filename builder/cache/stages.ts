@@ -127,7 +127,8 @@ function pick(obj: Record<string, unknown>, path: string): unknown {
   return v;
 }
 
-const KNOWN_TOP = new Set(['$schema', 'extends', 'name', 'version', 'arch', 'epoch', 'kernel', 'initramfs', 'rootfs', 'boot', 'disk', 'site']);
+// `outputs` is read by no stage: the image formats are written after the steps, uncached.
+const KNOWN_TOP = new Set(['$schema', 'extends', 'name', 'version', 'arch', 'epoch', 'kernel', 'initramfs', 'rootfs', 'boot', 'disk', 'site', 'outputs']);
 
 /** Where the site seed goes: the STATE partition (set once the disk step placed the partitions). */
 function seedOffset(ctx: StageCtx): number | undefined {

@@ -18,6 +18,7 @@ import { RemoteStageCache } from '../cache/remote.ts';
 import { buildMatrix, failureExitCode, matrixProfiles, type MatrixBuild } from '../site/matrix.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { OUTPUT_NAMES, type OutputName } from '../outputs/index.ts';
 
 interface BuildFlags {
   out: string;
@@ -33,6 +34,18 @@ interface BuildFlags {
   cacheTo?: string;
   jobs?: string;
   matrix?: string;
+  output?: string[];
+}
+
+/** `--output qcow2,vhd --output gce`: names, each a known format. */
+function parseOutputs(values: string[] | undefined): OutputName[] | undefined {
+  if (!values?.length) return undefined;
+  const names = values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+  for (const n of names) {
+    if (!(OUTPUT_NAMES as string[]).includes(n)) throw new InputError(`--output ${n}: unknown image format`, { hint: `choose from ${OUTPUT_NAMES.join(', ')}` });
+  }
+  if (names.length === 0) throw new InputError('--output names no format', { hint: `choose from ${OUTPUT_NAMES.join(', ')}` });
+  return names as OutputName[];
 }
 
 export function registerBuildCommand(program: Command): void {
@@ -53,7 +66,9 @@ export function registerBuildCommand(program: Command): void {
     .option('--cache-to <repo>', 'push the stages of a successful build to this registry repository')
     .option('--matrix <path>', 'build the profiles in a directory (*.yaml) or listed in a file (one path a line, or a YAML list)')
     .option('-j, --jobs <n>', 'with several profiles: builds at a time', '2')
+    .option('--output <formats>', `image formats to write the disk in, instead of the profile's outputs: (repeatable or comma-separated: ${OUTPUT_NAMES.join(', ')})`, (v: string, prev: string[] = []) => [...prev, v])
     .action(async (profileArgs: string[], o: BuildFlags) => {
+      const outputs = parseOutputs(o.output);
       // fleet (issue 9): several profiles build in one process; one goes the way it always went.
       const files = [...profileArgs, ...(o.matrix ? await matrixProfiles(o.matrix) : [])];
       if (files.length === 0) throw new InputError('no profile to build', { hint: 'ossify build PROFILE.yaml…, or --matrix DIR' });
@@ -68,11 +83,12 @@ export function registerBuildCommand(program: Command): void {
       if (lock) opts.lock = lock;
       if (o.cache === false) opts.stageCache = false;
       if (remoteCache) opts.remoteCache = remoteCache;
+      if (outputs) opts.outputs = outputs;
       const { outDir, record, installer, cache, cacheWarnings } = await build(loaded, opts).finally(() => closeRemoteCaches(remoteCache));
       for (const w of [...(lock?.warnings ?? []), ...cacheWarnings]) process.stderr.write(`warning: ${w}\n`);
       // trust (issue 7): checked before any push, so a non-reproducible build is never published.
       if (o.verifyReproducible) {
-        const report = await verifyReproducible({ profileFile, outDir, cacheDir: o.cacheDir ?? join(o.out, 'cache'), buildArgs: [...(o.frozen ? ['--frozen'] : []), '--no-cache'], stderr: o.json ? 'pipe' : 'inherit' });
+        const report = await verifyReproducible({ profileFile, outDir, cacheDir: o.cacheDir ?? join(o.out, 'cache'), buildArgs: [...(o.frozen ? ['--frozen'] : []), '--no-cache', ...(outputs ? ['--output', outputs.join(',')] : [])], stderr: o.json ? 'pipe' : 'inherit' });
         process.stderr.write(`reproducible: a second build (TZ=${report.environment.TZ}, umask ${report.environment.umask}, LC_ALL=${report.environment.LC_ALL}) is byte-identical, installer image ${report.installerDigest}\n`);
       }
       let pushed: string | undefined;
@@ -103,6 +119,9 @@ export function registerBuildCommand(program: Command): void {
       process.stdout.write(`built ${record.name} ${record.version} (profile ${record.profileDigest})\n`);
       for (const [name, a] of Object.entries(record.artifacts)) {
         process.stdout.write(`  ${outDir}/${name}  ${a.size} bytes  sha256:${a.sha256}\n`);
+      }
+      for (const out of record.outputs.filter((x) => !record.artifacts[x.file])) {
+        process.stdout.write(`  ${outDir}/${out.file}  ${out.size} bytes  sha256:${out.sha256}  (${out.format})\n`);
       }
       process.stdout.write(`  ${installer.layoutDir}  installer image ${installer.manifestDigest}\n`);
       if (pushed) process.stdout.write(`${pushed}\n`);
@@ -155,6 +174,7 @@ async function buildMany(files: string[], o: BuildFlags, remoteCache: RemoteCach
     ...(o.cache === false ? { stageCache: false } : {}),
     ...(remoteCache ? { remoteCache } : {}),
     ...(o.frozen ? { frozen: true } : {}),
+    ...(o.output?.length ? { outputs: parseOutputs(o.output)! } : {}),
     onDone: async ({ file, build: b, error }) => {
       done++;
       if (!b) {

@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { FileTree } from '../tree/tree.ts';
-import { fileHandleSink } from '../util/sink.ts';
+import { fileHandleSink, type BlockSink } from '../util/sink.ts';
+import { mergeExtents, recordingSink, type Extent } from '../util/extents.ts';
 import { produceAtomic } from '../util/atomic.ts';
 import { planPartitions, writeGpt } from '../formats/gpt.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
@@ -24,6 +25,8 @@ export interface DiskSpec {
    * rootfs.squashfs), or files at offsets (the squashfs at 0, its dm-verity tree after it).
    */
   images: Record<string, string | PartitionPiece[]>;
+  /** Filled with the byte ranges written (everything else is a hole), sorted and merged. */
+  written?: Extent[];
 }
 
 /** A file written at `offset` bytes into a partition. */
@@ -53,15 +56,20 @@ export async function assembleDisk(finalPath: string, spec: DiskSpec): Promise<P
     const fh = await open(tmp, 'w+');
     try {
       await fh.truncate(diskSize);
-      const sink = fileHandleSink(fh);
-      await writeGpt({ diskSize, diskGuid: spec.layout.diskGuid, partitions: planned }, sink);
+      const written: Extent[] = [];
+      const sinkAt = (base: number): BlockSink => recordingSink(fileHandleSink(fh, base), written, base);
+      await writeGpt({ diskSize, diskGuid: spec.layout.diskGuid, partitions: planned }, sinkAt(0));
       const esp = placed.find((p) => p.label === 'ESP');
       if (!esp) throw new OssifyError('the disk layout has no ESP partition');
-      await writeFat32(spec.esp.tree, { size: esp.size, label: spec.esp.label, serial: spec.esp.serial, hiddenSectors: esp.offset / 512 }, fileHandleSink(fh, esp.offset));
+      await writeFat32(spec.esp.tree, { size: esp.size, label: spec.esp.label, serial: spec.esp.serial, hiddenSectors: esp.offset / 512 }, sinkAt(esp.offset));
       for (const [label, image] of Object.entries(spec.images)) {
         const part = placed.find((p) => p.label === label);
         if (!part) throw new OssifyError(`the disk layout has no partition ${label}`);
-        for (const piece of typeof image === 'string' ? [{ path: image, offset: 0 }] : image) await copyInto(fh, piece.path, part, piece.offset);
+        for (const piece of typeof image === 'string' ? [{ path: image, offset: 0 }] : image) await copyInto(sinkAt(part.offset), piece.path, part, piece.offset);
+      }
+      if (spec.written) {
+        spec.written.length = 0;
+        for (const e of mergeExtents(written)) spec.written.push(e);
       }
     } finally {
       await fh.close();
@@ -70,7 +78,7 @@ export async function assembleDisk(finalPath: string, spec: DiskSpec): Promise<P
   return placed;
 }
 
-async function copyInto(fh: import('node:fs/promises').FileHandle, image: string, part: PlacedPartition, start = 0): Promise<void> {
+async function copyInto(sink: BlockSink, image: string, part: PlacedPartition, start = 0): Promise<void> {
   let pos = start;
   for await (const chunk of createReadStream(image, { highWaterMark: 4 << 20 })) {
     const buf = chunk as Buffer;
@@ -79,7 +87,7 @@ async function copyInto(fh: import('node:fs/promises').FileHandle, image: string
         hint: 'raise disk.root in the profile',
       });
     }
-    await fileHandleSink(fh, part.offset).write(pos, buf);
+    await sink.write(pos, buf);
     pos += buf.length;
   }
 }

@@ -2,6 +2,7 @@ import { concatBytes } from '../util/bytes.ts';
 import type { Content } from '../tree/content.ts';
 import { compareBytes, normalizeTreePath } from '../tree/tree.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { mergeRuns, type BlockSource } from './blocks.ts';
 
 /**
  * Deterministic POSIX tar (ustar, PAX extended headers only when a name, link target or size
@@ -16,6 +17,8 @@ export type TarEntry =
 export interface TarWriteOptions {
   /** Seconds since the epoch, written for every entry (SOURCE_DATE_EPOCH). */
   mtime: number;
+  /** Keep the entries in the order given (an OVA must start with its OVF descriptor) instead of byte order. */
+  keepOrder?: boolean;
 }
 
 const BLOCK = 512;
@@ -138,24 +141,24 @@ function safeTail(b: Uint8Array): Uint8Array {
 const concat = concatBytes;
 
 /** Normalises paths, sorts by byte order and refuses duplicates, so callers cannot make two archives of one tree. */
-export function sortTarEntries(entries: readonly TarEntry[]): TarEntry[] {
+export function sortTarEntries(entries: readonly TarEntry[], keepOrder = false): TarEntry[] {
   const norm = entries.map((e) => {
     const path = normalizeTreePath(e.path, 'tar entry');
     if (path === '') throw new InputError('tar entry with an empty path');
     return { ...e, path };
   });
-  norm.sort((a, b) => compareBytes(a.path, b.path));
-  for (let i = 1; i < norm.length; i++) {
-    if (norm[i]!.path === norm[i - 1]!.path) throw new InputError(`tar entry ${JSON.stringify(norm[i]!.path)} given twice`);
+  const sorted = [...norm].sort((a, b) => compareBytes(a.path, b.path));
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]!.path === sorted[i - 1]!.path) throw new InputError(`tar entry ${JSON.stringify(sorted[i]!.path)} given twice`);
   }
-  return norm;
+  return keepOrder ? norm : sorted;
 }
 
 /** The archive as a stream of chunks; file contents are pulled only when their turn comes. */
 export async function* writeTar(entries: readonly TarEntry[], opts: TarWriteOptions): AsyncGenerator<Uint8Array> {
   const mtime = Math.floor(opts.mtime);
   if (!(mtime >= 0)) throw new InputError(`tar mtime ${opts.mtime} must be a non-negative number of seconds`);
-  for (const e of sortTarEntries(entries)) {
+  for (const e of sortTarEntries(entries, opts.keepOrder)) {
     if (e.type === 'dir') {
       yield* headersFor(`${e.path}/`, '5', e.mode, 0, mtime);
     } else if (e.type === 'symlink') {
@@ -366,4 +369,76 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
     const consumed = q.offset - before;
     await q.skip(realPadded - consumed);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GNU sparse files
+
+/** Sparse map entries in an old-GNU header, and in each extension block after it. */
+const SPARSE_IN_HEADER = 4;
+const SPARSE_PER_EXTENSION = 21;
+
+function writeNumber(buf: Uint8Array, off: number, len: number, n: number): void {
+  if (n > MAX_OCTAL_SIZE) writeBase256(buf, off, len, n);
+  else writeOctal(buf, off, len, n);
+}
+
+function writeSparseEntries(buf: Uint8Array, off: number, entries: readonly { offset: number; length: number }[]): void {
+  entries.forEach((e, i) => {
+    writeNumber(buf, off + i * 24, 12, e.offset);
+    writeNumber(buf, off + i * 24 + 12, 12, e.length);
+  });
+}
+
+/**
+ * One sparse file as GNU tar writes it with `--format=oldgnu --sparse` (type `S`): the map of
+ * data runs in the header (and extension blocks when it has more than four), then only the
+ * runs' bytes. A map ending in a hole ends with an empty run at the file's size, as GNU tar's
+ * does. The source is read twice: once for the map, which the header needs first, once for
+ * the data, so nothing but the map is held in memory.
+ */
+export async function* writeSparseTar(entry: { path: string; mode: number; source: BlockSource }, opts: TarWriteOptions): AsyncGenerator<Uint8Array> {
+  const { source } = entry;
+  const mtime = Math.floor(opts.mtime);
+  const name = enc.encode(normalizeTreePath(entry.path, 'tar entry'));
+  if (name.length > 100) throw new InputError(`sparse tar entry ${entry.path}: name longer than 100 bytes`);
+  const runs: { offset: number; length: number }[] = [];
+  for await (const b of source.blocks()) mergeRuns(runs, { offset: b.offset, length: Math.min(b.data.length, source.size - b.offset) });
+  const last = runs[runs.length - 1];
+  if (!last || last.offset + last.length < source.size) runs.push({ offset: source.size, length: 0 });
+  const stored = runs.reduce((n, r) => n + r.length, 0);
+
+  const h = new Uint8Array(BLOCK);
+  writeString(h, 0, 100, name);
+  writeOctal(h, 100, 8, entry.mode & 0o7777);
+  writeOctal(h, 108, 8, 0);
+  writeOctal(h, 116, 8, 0);
+  writeNumber(h, 124, 12, stored);
+  writeOctal(h, 136, 12, mtime);
+  h.fill(0x20, 148, 156);
+  writeString(h, 156, 1, 'S');
+  writeString(h, 257, 8, 'ustar  \0');
+  writeSparseEntries(h, 386, runs.slice(0, SPARSE_IN_HEADER));
+  h[482] = runs.length > SPARSE_IN_HEADER ? 1 : 0;
+  writeNumber(h, 483, 12, source.size);
+  let sum = 0;
+  for (const x of h) sum += x;
+  writeString(h, 148, 8, sum.toString(8).padStart(6, '0') + '\0 ');
+  yield h;
+  for (let i = SPARSE_IN_HEADER; i < runs.length; i += SPARSE_PER_EXTENSION) {
+    const ext = new Uint8Array(BLOCK);
+    writeSparseEntries(ext, 0, runs.slice(i, i + SPARSE_PER_EXTENSION));
+    ext[504] = i + SPARSE_PER_EXTENSION < runs.length ? 1 : 0;
+    yield ext;
+  }
+  let seen = 0;
+  for await (const b of source.blocks()) {
+    const data = b.data.subarray(0, Math.min(b.data.length, source.size - b.offset));
+    seen += data.length;
+    yield data;
+  }
+  if (seen !== stored) throw new OssifyError(`sparse tar entry ${entry.path}: its source changed while it was read (${seen} bytes of data, the map says ${stored})`);
+  const p = padding(stored);
+  if (p) yield p;
+  yield ZERO_BLOCKS;
 }

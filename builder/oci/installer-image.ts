@@ -148,9 +148,12 @@ export async function loadBuildJson(outDir: string): Promise<BuildJson> {
   return r.data;
 }
 
-/** build.json without what varies between identical builds (timings), as the layout's cache key. */
+/**
+ * build.json without what varies between identical builds (timings) and what the installer
+ * image does not carry (the disk's other image formats), as the layout's cache key.
+ */
 export function buildDigest(build: BuildJson): string {
-  const { timings: _t, ...rest } = build;
+  const { timings: _t, outputs: _o, ...rest } = build;
   return `sha256:${sha256Hex(canonicalJson(rest))}`;
 }
 

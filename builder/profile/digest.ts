@@ -14,9 +14,12 @@ import type { Profile } from './schema.ts';
  * - The effective epoch does count, SOURCE_DATE_EPOCH included: a different epoch puts
  *   different timestamps into every artifact, so two builds with the same digest but
  *   different bytes would break the promise that a digest names one image.
+ * - `outputs` does not count: it says which image formats the same disk is also written in,
+ *   and the disk (its GUIDs derive from this digest) must not change with that list.
  */
 export function profileDigest(portable: Profile): string {
-  return `sha256:${sha256Hex(canonicalJson(portable))}`;
+  const { outputs: _outputs, ...image } = portable;
+  return `sha256:${sha256Hex(canonicalJson(image))}`;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { OUTPUT_NAMES, OutputSpec } from '../outputs/index.ts';
 
 /**
  * The profile schema: the single source of truth for what a profile may say. The JSON Schema
@@ -268,6 +269,13 @@ export const Profile = z
       })
       .prefault({}),
     site: SiteSettings.optional(),
+    outputs: z
+      .array(OutputSpec)
+      .min(1)
+      .optional()
+      .describe(
+        `Image formats the disk is written in beside disk.raw (default [raw]): ${OUTPUT_NAMES.join(', ')}; an entry is a name or { format: NAME, …settings } (qcow2: compression: zlib). Each is listed with its sha256 in build.json; \`ossify build --output\` overrides the list. Not part of the profile digest: the disk is the same whatever formats it is also written in.`,
+      ),
   })
   .superRefine((p, ctx) => {
     if (p.initramfs.level !== undefined && p.initramfs.compression !== 'zstd' && p.initramfs.level > 9) {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { MissingToolError } from '../util/errors.ts';
 import { findOvmf } from './ovmf.ts';
+import { detectDiskFormat } from './disk-format.ts';
 
 export interface RunOptions {
   disk: string;
@@ -38,11 +39,21 @@ export interface RunResult {
 }
 
 /**
- * Boots a raw disk image under OVMF with the serial console on a pipe. TCG by default:
+ * A `-drive` for a disk image in any format QEMU reads (detected from its bytes). QEMU cannot
+ * write a stream-optimized VMDK in place, so one boots on a temporary overlay.
+ */
+async function driveFor(disk: string, boot: boolean): Promise<string> {
+  const format = await detectDiskFormat(disk, { refuseArchives: boot });
+  return `if=virtio,format=${format},file=${disk.replace(/,/g, ',,')}${format === 'vmdk' ? ',snapshot=on' : ''}`;
+}
+
+/**
+ * Boots a disk image (raw, qcow2, VHD, VMDK) under OVMF with the serial console on a pipe. TCG by default:
  * on these machines /dev/kvm exists but OVMF crashes under it.
  */
 export async function runDisk(opts: RunOptions): Promise<RunResult> {
   const fw = await findOvmf(opts.secureBoot ? 'secure-boot' : 'plain');
+  const drives = await Promise.all([opts.disk, ...(opts.extraDisks ?? [])].map((d, i) => driveFor(d, i === 0)));
   const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
   const vars = join(work, 'OVMF_VARS.fd');
   await copyFile(opts.varsFile ?? fw.vars, vars);
@@ -60,8 +71,7 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
     ...(opts.secureBoot ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
     '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${fw.code}`,
     '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
-    '-drive', `if=virtio,format=raw,file=${opts.disk}`,
-    ...(opts.extraDisks ?? []).flatMap((d) => ['-drive', `if=virtio,format=raw,file=${d}`]),
+    ...drives.flatMap((d) => ['-drive', d]),
     ...(opts.snapshot ? ['-snapshot'] : []),
     ...(opts.noReboot ? ['-no-reboot'] : []),
   ];

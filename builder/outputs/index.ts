@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import type { OutputFormat } from './types.ts';
+
+/**
+ * The image formats a build can write from its disk, by name: what the profile's `outputs:`
+ * and `ossify build --output` accept. A new format is a writer module (exporting `write`)
+ * and one entry here. Writers are loaded only when asked for, so the profile schema can list
+ * the names without importing them.
+ */
+export const OUTPUTS = {
+  raw: { description: 'the GPT disk as is (always written)', file: 'disk.raw', builtIn: true },
+  qcow2: {
+    description: 'QEMU qcow2 v3, sparse',
+    file: 'disk.qcow2',
+    options: { compression: z.enum(['none', 'zlib']).optional().describe('Compress data clusters with zlib (default none): smaller, slower to write and to read.') },
+    load: () => import('./qcow2.ts'),
+  },
+  vhd: { description: 'fixed VHD for Azure and Hyper-V (virtual size rounded up to whole MiB)', file: 'disk.vhd', load: () => import('./vhd.ts') },
+  vmdk: { description: 'stream-optimized VMDK for VMware', file: 'disk.vmdk', load: () => import('./vmdk.ts') },
+  ova: { description: 'OVF descriptor, manifest and stream-optimized VMDK in a tar (VMware, VirtualBox)', file: 'disk.ova', load: () => import('./ova.ts') },
+  gce: { description: 'disk.raw in a GNU sparse tar.gz, as Google Compute Engine imports it', file: 'disk.raw.tar.gz', load: () => import('./gce.ts') },
+} satisfies Record<string, OutputFormat>;
+
+export type OutputName = keyof typeof OUTPUTS;
+export const OUTPUT_NAMES = Object.keys(OUTPUTS) as [OutputName, ...OutputName[]];
+
+export function outputFormat(name: string): OutputFormat | undefined {
+  return Object.hasOwn(OUTPUTS, name) ? (OUTPUTS as Record<string, OutputFormat>)[name] : undefined;
+}
+
+/** One entry of `outputs:`: a format name, or `{ format: NAME, …its options }`. */
+export const OutputSpec = z.union([
+  z.enum(OUTPUT_NAMES).describe(`An output format: ${OUTPUT_NAMES.join(', ')}.`),
+  ...OUTPUT_NAMES.map((name) => {
+    const f: OutputFormat = OUTPUTS[name];
+    return z.strictObject({ format: z.literal(name), ...(f.options ?? {}) }).describe(`${name}: ${f.description}.`);
+  }),
+]);
+export type OutputSpec = z.infer<typeof OutputSpec>;
+
+export interface ResolvedOutput {
+  format: OutputName;
+  options: Record<string, unknown>;
+}
+
+/** The profile's list (default `[raw]`) as formats with options, each once, in registry order. */
+export function resolveOutputs(specs: readonly OutputSpec[] | undefined): ResolvedOutput[] {
+  const byName = new Map<OutputName, Record<string, unknown>>();
+  for (const s of specs ?? ['raw']) {
+    if (typeof s === 'string') byName.set(s, byName.get(s) ?? {});
+    else {
+      const { format, ...options } = s;
+      byName.set(format, { ...byName.get(format), ...options });
+    }
+  }
+  // Registry order, so an OVA finds the VMDK already made.
+  return OUTPUT_NAMES.filter((n) => byName.has(n)).map((format) => ({ format, options: byName.get(format)! }));
+}

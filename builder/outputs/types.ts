@@ -1,0 +1,37 @@
+import type { z } from 'zod';
+import type { DiskImage } from './disk.ts';
+
+/** What a build hands every output writer. */
+export interface OutputContext {
+  /** The built disk.raw, with the ranges that hold data. */
+  disk: DiskImage;
+  build: { name: string; version: string; arch: string; epoch: number; profileDigest: string };
+  /** The build directory: the other artifacts (vmlinuz, initramfs.img, rootfs.squashfs, …) for formats that need them. */
+  dir: string;
+  /** Outputs already written by this build, by format name (an OVA reuses the VMDK). */
+  made: ReadonlyMap<string, WrittenOutput>;
+}
+
+/** One output as build.json lists it. */
+export interface WrittenOutput {
+  format: string;
+  file: string;
+  sha256: string;
+  size: number;
+}
+
+/** Writes the format to `dest` (a temporary name the caller renames into place). */
+export type OutputWrite = (dest: string, ctx: OutputContext, options: Record<string, unknown>) => Promise<void>;
+
+export interface OutputFormat {
+  /** For `--help` and the profile schema. */
+  description: string;
+  /** The file name in the build directory. */
+  file: string;
+  /** Settings of the format, allowed in the profile's `{ format: NAME, … }` form. */
+  options?: z.ZodRawShape;
+  /** The build always makes this file (disk.raw): listing it only records it in build.json. */
+  builtIn?: boolean;
+  /** The writer, loaded when the format is asked for. */
+  load?: () => Promise<{ write: OutputWrite }>;
+}
