@@ -28,15 +28,26 @@ export function outputFormat(name: string): OutputFormat | undefined {
   return Object.hasOwn(OUTPUTS, name) ? (OUTPUTS as Record<string, OutputFormat>)[name] : undefined;
 }
 
-/** One entry of `outputs:`: a format name, or `{ format: NAME, …its options }`. */
-export const OutputSpec = z.union([
+/**
+ * One entry of `outputs:`: a format name, or `{ format: NAME, …settings }`. The mapping takes
+ * every format's settings, and refuses one set for a format it does not belong to.
+ */
+const settings: z.ZodRawShape = Object.assign({}, ...OUTPUT_NAMES.map((n) => (OUTPUTS[n] as OutputFormat).options ?? {}));
+export const OutputSpec: z.ZodType<OutputSpec> = z.union([
   z.enum(OUTPUT_NAMES).describe(`An output format: ${OUTPUT_NAMES.join(', ')}.`),
-  ...OUTPUT_NAMES.map((name) => {
-    const f: OutputFormat = OUTPUTS[name];
-    return z.strictObject({ format: z.literal(name), ...(f.options ?? {}) }).describe(`${name}: ${f.description}.`);
-  }),
-]);
-export type OutputSpec = z.infer<typeof OutputSpec>;
+  z
+    .strictObject({ format: z.enum(OUTPUT_NAMES).describe('The output format.'), ...settings })
+    .superRefine((v, ctx) => {
+      const own = (OUTPUTS[v.format] as OutputFormat).options ?? {};
+      for (const key of Object.keys(v)) {
+        if (key === 'format' || key in own || (v as Record<string, unknown>)[key] === undefined) continue;
+        const owners = OUTPUT_NAMES.filter((n) => key in ((OUTPUTS[n] as OutputFormat).options ?? {}));
+        ctx.addIssue({ code: 'custom', path: [key], message: `left out: it is a setting of ${owners.join(', ')}, not of ${v.format}` });
+      }
+    })
+    .describe('An output format with its settings.'),
+]) as unknown as z.ZodType<OutputSpec>;
+export type OutputSpec = OutputName | ({ format: OutputName } & Record<string, unknown>);
 
 export interface ResolvedOutput {
   format: OutputName;

@@ -170,7 +170,9 @@ class Explainer {
       const expected = issue.errors.flatMap((errs) => errs.map((e) => (e.code === 'invalid_type' ? e.expected : '')));
       return [this.wrongType(path, node, expected)];
     }
-    const best = candidates.reduce((a, b) => (b.length < a.length ? b : a));
+    // A member that took the value's shape and rejected something inside it explains best (a mapping's bad setting, not "expected a name").
+    const inside = candidates.filter((errs) => errs.every((e) => e.path.length > 0));
+    const best = (inside.length ? inside : candidates).reduce((a, b) => (b.length < a.length ? b : a));
     return this.explain(best, path);
   }
 
