@@ -1,0 +1,62 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildRecord, ossify, PROJECT_ROOT } from '../helpers/cli.ts';
+import { requireTool, run, runOk } from '../helpers/oracle.ts';
+import { sha256File } from '../../builder/util/hash.ts';
+import type { BuildRecord } from '../../builder/pipeline.ts';
+
+/**
+ * The default profile built with every image format: each is what build.json says (sha256,
+ * size), qemu-img reads each disk format as disk.raw, a second build writes every format byte
+ * for byte again, and the qcow2 boots to the rootfs init under `ossify run` (TCG).
+ */
+
+const CACHE = join(PROJECT_ROOT, 'out', 'cache');
+const FORMATS = 'qcow2,vhd,vmdk,ova,gce';
+
+let dirA: string;
+let dirB: string;
+let record: BuildRecord;
+
+async function build(outRoot: string): Promise<string> {
+  const r = await ossify(['build', 'profiles/default.yaml', '--out', outRoot, '--cache-dir', CACHE, '--json', '--output', FORMATS]);
+  if (r.exitCode !== 0) throw new Error(`ossify build failed (${r.exitCode}):\n${r.stderr}`);
+  return (JSON.parse(r.stdout) as { outDir: string }).outDir;
+}
+
+describe('the default profile in every image format', () => {
+  beforeAll(async () => {
+    requireTool('qemu-img', 'qemu-utils');
+    requireTool('qemu-system-x86_64', 'qemu-system-x86');
+    dirA = await build(await mkdtemp(join(tmpdir(), 'ossify-formats-e2e-a-')));
+    dirB = await build(await mkdtemp(join(tmpdir(), 'ossify-formats-e2e-b-')));
+    record = buildRecord(dirA);
+  }, 900_000);
+
+  it('lists each output in build.json with the sha256 and size of its file', async () => {
+    expect(record.outputs.map((o) => o.format)).toEqual(['qcow2', 'vhd', 'vmdk', 'ova', 'gce']);
+    for (const o of record.outputs) expect(await sha256File(join(dirA, o.file)), o.file).toBe(o.sha256);
+  });
+
+  it('writes every format byte for byte again in a second build', () => {
+    expect(buildRecord(dirB).outputs).toEqual(record.outputs);
+  });
+
+  it('holds disk.raw in every disk format, as qemu-img reads them', () => {
+    const raw = join(dirA, 'disk.raw');
+    expect(runOk('qemu-img', ['check', join(dirA, 'disk.qcow2')])).toContain('No errors were found');
+    for (const [file, fmt] of [['disk.qcow2', 'qcow2'], ['disk.vhd', 'vpc'], ['disk.vmdk', 'vmdk']] as const) {
+      const r = run('qemu-img', ['compare', '-f', 'raw', '-F', fmt, raw, join(dirA, file)]);
+      expect(r.code, `${file}: ${r.stdout}${r.stderr}`).toBe(0);
+    }
+    expect(runOk('tar', ['-tzf', join(dirA, 'disk.raw.tar.gz')])).toBe('disk.raw\n');
+  });
+
+  it('boots the qcow2 under ossify run to the rootfs init on slot a', async () => {
+    const r = await ossify(['run', join(dirA, 'disk.qcow2'), '--expect', 'OSSIFY-BOOT name=ossify-default version=1\\.0\\.0 slot=a', '--timeout', '240', '--no-reboot', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ matched: true });
+  }, 300_000);
+});
