@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildRecord, ossify, PROJECT_ROOT } from '../helpers/cli.ts';
@@ -53,6 +54,21 @@ describe('the default profile in every image format', () => {
     }
     expect(runOk('tar', ['-tzf', join(dirA, 'disk.raw.tar.gz')])).toBe('disk.raw\n');
   });
+
+  it('carries a site build\'s seed (written after the disk) into its qcow2', async () => {
+    const r = await ossify(['build', 'profiles/sites/store-0001.yaml', '--out', await mkdtemp(join(tmpdir(), 'ossify-formats-e2e-site-')), '--cache-dir', CACHE, '--json', '--output', 'qcow2']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const dir = (JSON.parse(r.stdout) as { outDir: string }).outDir;
+    const seed = buildRecord(dir).partitions.find((p) => p.label === 'STATE')!;
+    const c = run('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', join(dir, 'disk.raw'), join(dir, 'disk.qcow2')]);
+    expect(c.code, c.stdout + c.stderr).toBe(0);
+    // What the qcow2 holds is the seed, not zeros on both sides: a tar header at the start of STATE.
+    const fd = openSync(join(dir, 'disk.raw'), 'r');
+    const head = Buffer.alloc(512);
+    readSync(fd, head, 0, 512, seed.offset);
+    closeSync(fd);
+    expect(head.toString('latin1', 257, 262)).toBe('ustar');
+  }, 300_000);
 
   it('boots the qcow2 under ossify run to the rootfs init on slot a', async () => {
     const r = await ossify(['run', join(dirA, 'disk.qcow2'), '--expect', 'OSSIFY-BOOT name=ossify-default version=1\\.0\\.0 slot=a', '--timeout', '240', '--no-reboot', '--json']);
