@@ -1,10 +1,10 @@
-import { rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ovfDescriptor, ovfManifest } from '../formats/ovf.ts';
 import { writeTar } from '../formats/tar.ts';
 import { bytesContent, hostFileContent } from '../tree/content.ts';
 import { tempPathFor } from '../util/atomic.ts';
-import { sha256File, sha256Hex } from '../util/hash.ts';
+import { sha256Hex } from '../util/hash.ts';
 import { writeChunks } from './file.ts';
 import type { OutputWrite } from './types.ts';
 import { VMDK_FILE as VMDK, vmdkOf } from './vmdk.ts';
@@ -18,13 +18,12 @@ export const write: OutputWrite = async (dest, ctx) => {
   const made = ctx.made.get('vmdk');
   const own = made ? undefined : tempPathFor(`${dest}.vmdk`);
   try {
-    if (own) await writeChunks(own, vmdkOf(ctx.disk, VMDK));
     const vmdkPath = own ?? join(ctx.dir, made!.file);
-    const vmdk = made ?? { sha256: await sha256File(vmdkPath), size: (await stat(vmdkPath)).size };
+    const vmdk = made ?? (await writeChunks(own!, vmdkOf(ctx.disk, VMDK)));
     const name = ctx.build.name;
     const ovf = new TextEncoder().encode(ovfDescriptor({ name, version: ctx.build.version, disk: { href: VMDK, size: vmdk.size, capacity: ctx.disk.size } }));
     const mf = new TextEncoder().encode(ovfManifest([{ name: `${name}.ovf`, sha256: sha256Hex(ovf) }, { name: VMDK, sha256: vmdk.sha256 }]));
-    await writeChunks(
+    return await writeChunks(
       dest,
       writeTar(
         [

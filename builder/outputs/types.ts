@@ -20,8 +20,16 @@ export interface WrittenOutput {
   size: number;
 }
 
-/** Writes the format to `dest` (a temporary name the caller renames into place). */
-export type OutputWrite = (dest: string, ctx: OutputContext, options: Record<string, unknown>) => Promise<void>;
+export interface FileDigest {
+  sha256: string;
+  size: number;
+}
+
+/**
+ * Writes the format to `dest` (a temporary name the caller renames into place); returns the
+ * file's digest when it was taken while writing (else the caller reads the file back).
+ */
+export type OutputWrite = (dest: string, ctx: OutputContext, options: Record<string, unknown>) => Promise<FileDigest | undefined | void>;
 
 export interface OutputFormat {
   /** For `--help` and the profile schema. */
