@@ -23,3 +23,6 @@ export {
 export { writeSquashfs, SquashfsReader, type SquashfsOptions, type SquashfsResult } from './formats/squashfs/index.ts';
 export { runDisk, type RunOptions, type RunResult } from './run/qemu.ts';
 export { OssifyError } from './util/errors.ts';
+export { OUTPUTS, OUTPUT_NAMES, resolveOutputs, type OutputName, type OutputSpec } from './outputs/index.ts';
+export { writeOutputs } from './outputs/write.ts';
+export type { OutputContext, OutputFormat, OutputWrite, WrittenOutput } from './outputs/types.ts';
