@@ -8,17 +8,17 @@ import type { OutputFormat } from './types.ts';
  * the names without importing them.
  */
 export const OUTPUTS = {
-  raw: { description: 'the GPT disk as is (always written)', file: 'disk.raw', builtIn: true },
+  raw: { description: 'the GPT disk as is, always written', file: 'disk.raw', builtIn: true },
   qcow2: {
     description: 'QEMU qcow2 v3, sparse',
     file: 'disk.qcow2',
     options: { compression: z.enum(['none', 'zlib']).optional().describe('Compress data clusters with zlib (default none): smaller, slower to write and to read.') },
     load: () => import('./qcow2.ts'),
   },
-  vhd: { description: 'fixed VHD for Azure and Hyper-V (virtual size rounded up to whole MiB)', file: 'disk.vhd', load: () => import('./vhd.ts') },
+  vhd: { description: 'fixed VHD for Azure and Hyper-V, virtual size rounded up to whole MiB', file: 'disk.vhd', load: () => import('./vhd.ts') },
   vmdk: { description: 'stream-optimized VMDK for VMware', file: 'disk.vmdk', load: () => import('./vmdk.ts') },
-  ova: { description: 'OVF descriptor, manifest and stream-optimized VMDK in a tar (VMware, VirtualBox)', file: 'disk.ova', load: () => import('./ova.ts') },
-  gce: { description: 'disk.raw in a GNU sparse tar.gz, as Google Compute Engine imports it', file: 'disk.raw.tar.gz', load: () => import('./gce.ts') },
+  ova: { description: 'OVF descriptor, manifest and stream-optimized VMDK in a tar, for VMware and VirtualBox', file: 'disk.ova', load: () => import('./ova.ts') },
+  gce: { description: 'disk.raw padded to whole GiB in a GNU sparse tar.gz, as Google Compute Engine imports it', file: 'disk.raw.tar.gz', load: () => import('./gce.ts') },
 } satisfies Record<string, OutputFormat>;
 
 export type OutputName = keyof typeof OUTPUTS;
@@ -34,7 +34,7 @@ export function outputFormat(name: string): OutputFormat | undefined {
  */
 const settings: z.ZodRawShape = Object.assign({}, ...OUTPUT_NAMES.map((n) => (OUTPUTS[n] as OutputFormat).options ?? {}));
 export const OutputSpec: z.ZodType<OutputSpec> = z.union([
-  z.enum(OUTPUT_NAMES).describe(`An output format: ${OUTPUT_NAMES.join(', ')}.`),
+  z.enum(OUTPUT_NAMES).describe(`An output format: ${OUTPUT_NAMES.map((n) => `${n} (${OUTPUTS[n].file}): ${(OUTPUTS[n] as OutputFormat).description}`).join('; ')}.`),
   z
     .strictObject({ format: z.enum(OUTPUT_NAMES).describe('The output format.'), ...settings })
     .superRefine((v, ctx) => {
