@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,14 @@ let disk: DiskImage;
 let written: Extent[];
 let outA: Map<string, WrittenOutput>;
 let dirA: string;
+const temps: string[] = [];
+afterAll(() => Promise.all(temps.map((d) => rm(d, { recursive: true, force: true }))));
+
+async function tempDir(prefix: string): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), prefix));
+  temps.push(d);
+  return d;
+}
 
 async function makeDisk(path: string): Promise<Extent[]> {
   const rand = prng(7);
@@ -78,7 +86,7 @@ describe('image formats from a disk', () => {
     requireTool('qemu-img', 'qemu-utils');
     requireTool('xmllint', 'libxml2-utils');
     requireTool('tar', 'tar');
-    work = await mkdtemp(join(tmpdir(), 'ossify-formats-'));
+    work = await tempDir('ossify-formats-');
     dirA = work;
     const path = join(work, 'disk.raw');
     written = await makeDisk(path);
@@ -97,7 +105,7 @@ describe('image formats from a disk', () => {
   });
 
   it('writes the same bytes again, and the same reading only the written extents', async () => {
-    const again = await writeAll(await mkdtemp(join(tmpdir(), 'ossify-formats-b-')), ALL, written);
+    const again = await writeAll(await tempDir('ossify-formats-b-'), ALL, written);
     for (const [k, o] of outA) expect(again.get(k)?.sha256, k).toBe(o.sha256);
   });
 
@@ -117,7 +125,7 @@ describe('image formats from a disk', () => {
   });
 
   it('qcow2 with zlib: compressed clusters qemu-img reads back as the disk', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ossify-formats-z-'));
+    const dir = await tempDir('ossify-formats-z-');
     const out = await writeAll(dir, [{ format: 'qcow2', compression: 'zlib' }]);
     const q = join(dir, 'disk.qcow2');
     const check = JSON.parse(runOk('qemu-img', ['check', '--output=json', q])) as Record<string, number>;
@@ -175,7 +183,7 @@ describe('image formats from a disk', () => {
     const ova = join(dirA, 'disk.ova');
     const names = runOk('tar', ['-tf', ova]).trim().split('\n');
     expect(names).toEqual(['fmt-test.ovf', 'fmt-test.mf', 'disk.vmdk']);
-    const x = await mkdtemp(join(tmpdir(), 'ossify-ova-'));
+    const x = await tempDir('ossify-ova-');
     runOk('tar', ['-xf', ova, '-C', x]);
     const mf = await readFile(join(x, 'fmt-test.mf'), 'utf8');
     for (const f of ['fmt-test.ovf', 'disk.vmdk']) {
@@ -203,7 +211,7 @@ describe('image formats from a disk', () => {
     expect(tar[482]).toBe(1); // more runs than the header holds: extension blocks follow
     const GiB = 2 ** 30;
     expect(runOk('tar', ['-tvzf', gz])).toMatch(new RegExp(`^-rw-r--r-- 0/0 +${GiB} 2023-11-14 \\d\\d:\\d\\d disk\\.raw\\n$`));
-    const x = await mkdtemp(join(tmpdir(), 'ossify-gce-'));
+    const x = await tempDir('ossify-gce-');
     runOk('tar', ['--sparse', '-xzf', gz, '-C', x]);
     const back = join(x, 'disk.raw');
     const st = await stat(back);
@@ -230,7 +238,7 @@ describe('image formats from a disk', () => {
 describe('outputs in the profile and on the command line', () => {
   let dir: string;
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ossify-outputs-profile-'));
+    dir = await tempDir('ossify-outputs-profile-');
   });
   const profile = async (name: string, body: string) => {
     const p = join(dir, name);
