@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
@@ -13,6 +12,7 @@ import { vhdGeometry } from '../builder/formats/vhd.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { mergeExtents, type Extent } from '../builder/util/extents.ts';
 import { sha256File } from '../builder/util/hash.ts';
+import { tempDirs } from './helpers/oracle-formats.ts';
 import { requireTool, run, runOk } from './helpers/oracle.ts';
 import { ossify, PROJECT_ROOT } from './helpers/cli.ts';
 import { prng } from './helpers/prng.ts';
@@ -35,14 +35,8 @@ let disk: DiskImage;
 let written: Extent[];
 let outA: Map<string, WrittenOutput>;
 let dirA: string;
-const temps: string[] = [];
-afterAll(() => Promise.all(temps.map((d) => rm(d, { recursive: true, force: true }))));
-
-async function tempDir(prefix: string): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), prefix));
-  temps.push(d);
-  return d;
-}
+const dirs = tempDirs();
+afterAll(dirs.cleanup);
 
 async function makeDisk(path: string): Promise<Extent[]> {
   const rand = prng(7);
@@ -86,7 +80,7 @@ describe('image formats from a disk', () => {
     requireTool('qemu-img', 'qemu-utils');
     requireTool('xmllint', 'libxml2-utils');
     requireTool('tar', 'tar');
-    work = await tempDir('ossify-formats-');
+    work = dirs.make('formats');
     dirA = work;
     const path = join(work, 'disk.raw');
     written = await makeDisk(path);
@@ -105,7 +99,7 @@ describe('image formats from a disk', () => {
   });
 
   it('writes the same bytes again, and the same reading only the written extents', async () => {
-    const again = await writeAll(await tempDir('ossify-formats-b-'), ALL, written);
+    const again = await writeAll(dirs.make('formats-b'), ALL, written);
     for (const [k, o] of outA) expect(again.get(k)?.sha256, k).toBe(o.sha256);
   });
 
@@ -125,7 +119,7 @@ describe('image formats from a disk', () => {
   });
 
   it('qcow2 with zlib: compressed clusters qemu-img reads back as the disk', async () => {
-    const dir = await tempDir('ossify-formats-z-');
+    const dir = dirs.make('formats-z');
     const out = await writeAll(dir, [{ format: 'qcow2', compression: 'zlib' }]);
     const q = join(dir, 'disk.qcow2');
     const check = JSON.parse(runOk('qemu-img', ['check', '--output=json', q])) as Record<string, number>;
@@ -183,7 +177,7 @@ describe('image formats from a disk', () => {
     const ova = join(dirA, 'disk.ova');
     const names = runOk('tar', ['-tf', ova]).trim().split('\n');
     expect(names).toEqual(['fmt-test.ovf', 'fmt-test.mf', 'disk.vmdk']);
-    const x = await tempDir('ossify-ova-');
+    const x = dirs.make('ova');
     runOk('tar', ['-xf', ova, '-C', x]);
     const mf = await readFile(join(x, 'fmt-test.mf'), 'utf8');
     for (const f of ['fmt-test.ovf', 'disk.vmdk']) {
@@ -211,7 +205,7 @@ describe('image formats from a disk', () => {
     expect(tar[482]).toBe(1); // more runs than the header holds: extension blocks follow
     const GiB = 2 ** 30;
     expect(runOk('tar', ['-tvzf', gz])).toMatch(new RegExp(`^-rw-r--r-- 0/0 +${GiB} 2023-11-14 \\d\\d:\\d\\d disk\\.raw\\n$`));
-    const x = await tempDir('ossify-gce-');
+    const x = dirs.make('gce');
     runOk('tar', ['--sparse', '-xzf', gz, '-C', x]);
     const back = join(x, 'disk.raw');
     const st = await stat(back);
@@ -238,7 +232,7 @@ describe('image formats from a disk', () => {
 describe('outputs in the profile and on the command line', () => {
   let dir: string;
   beforeAll(async () => {
-    dir = await tempDir('ossify-outputs-profile-');
+    dir = dirs.make('outputs-profile');
   });
   const profile = async (name: string, body: string) => {
     const p = join(dir, name);

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildRecord, ossify, PROJECT_ROOT } from '../helpers/cli.ts';
+import { tempDirs } from '../helpers/oracle-formats.ts';
 import { requireTool, run, runOk } from '../helpers/oracle.ts';
 import { sha256File } from '../../builder/util/hash.ts';
 import type { BuildRecord } from '../../builder/pipeline.ts';
@@ -20,14 +19,8 @@ const FORMATS = 'qcow2,vhd,vmdk,ova,gce';
 let dirA: string;
 let dirB: string;
 let record: BuildRecord;
-const temps: string[] = [];
-afterAll(() => Promise.all(temps.map((d) => rm(d, { recursive: true, force: true }))));
-
-async function tempDir(prefix: string): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), prefix));
-  temps.push(d);
-  return d;
-}
+const dirs = tempDirs();
+afterAll(dirs.cleanup);
 
 async function build(outRoot: string): Promise<string> {
   const r = await ossify(['build', 'profiles/default.yaml', '--out', outRoot, '--cache-dir', CACHE, '--json', '--output', FORMATS]);
@@ -39,8 +32,8 @@ describe('the default profile in every image format', () => {
   beforeAll(async () => {
     requireTool('qemu-img', 'qemu-utils');
     requireTool('qemu-system-x86_64', 'qemu-system-x86');
-    dirA = await build(await tempDir('ossify-formats-e2e-a-'));
-    dirB = await build(await tempDir('ossify-formats-e2e-b-'));
+    dirA = await build(dirs.make('formats-e2e-a'));
+    dirB = await build(dirs.make('formats-e2e-b'));
     record = buildRecord(dirA);
   }, 900_000);
 
@@ -64,7 +57,7 @@ describe('the default profile in every image format', () => {
   });
 
   it('carries a site build\'s seed (written after the disk) into its qcow2', async () => {
-    const r = await ossify(['build', 'profiles/sites/store-0001.yaml', '--out', await tempDir('ossify-formats-e2e-site-'), '--cache-dir', CACHE, '--json', '--output', 'qcow2']);
+    const r = await ossify(['build', 'profiles/sites/store-0001.yaml', '--out', dirs.make('formats-e2e-site'), '--cache-dir', CACHE, '--json', '--output', 'qcow2']);
     expect(r.exitCode, r.stderr).toBe(0);
     const dir = (JSON.parse(r.stdout) as { outDir: string }).outDir;
     const seed = buildRecord(dir).partitions.find((p) => p.label === 'STATE')!;

@@ -52,3 +52,18 @@ export function tempDir(prefix: string): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), `ossify-${prefix}-`));
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
 }
+
+/** The temporary directories of a test file, removed together: `afterAll(dirs.cleanup)`. */
+export function tempDirs(): { make: (prefix: string) => string; cleanup: () => void } {
+  const made: (() => void)[] = [];
+  return {
+    make(prefix) {
+      const d = tempDir(prefix);
+      made.push(d.cleanup);
+      return d.path;
+    },
+    cleanup: () => {
+      for (const c of made.splice(0)) c();
+    },
+  };
+}
