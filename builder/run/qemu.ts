@@ -1,14 +1,20 @@
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { MissingToolError } from '../util/errors.ts';
+import { InputError, MissingToolError } from '../util/errors.ts';
 import { findOvmf } from './ovmf.ts';
 
 export interface RunOptions {
-  disk: string;
+  /** The boot disk; only a run with `cdrom` may have none (the CD then boots alone). */
+  disk?: string;
   /** Further raw disks attached after the boot disk (e.g. an installer payload). */
   extraDisks?: string[];
+  /**
+   * An ISO attached as a CD-ROM. The disk still boots first: a blank disk has nothing to
+   * boot, so the firmware starts the CD (an installer); once installed, the reset boots the disk.
+   */
+  cdrom?: string;
   expect?: RegExp;
   /** Kill the VM as soon as `expect` matches (e.g. a firmware error that would otherwise stall until the timeout). */
   stopOnMatch?: boolean;
@@ -37,11 +43,24 @@ export interface RunResult {
   seconds: number;
 }
 
+/** qcow2 by its magic, everything else raw (QEMU refuses to guess a format for writable disks). */
+export async function diskFormat(path: string): Promise<'qcow2' | 'raw'> {
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    await fh.read(b, 0, 4, 0);
+    return b.toString('latin1') === 'QFI\xfb' ? 'qcow2' : 'raw';
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
  * Boots a raw disk image under OVMF with the serial console on a pipe. TCG by default:
  * on these machines /dev/kvm exists but OVMF crashes under it.
  */
 export async function runDisk(opts: RunOptions): Promise<RunResult> {
+  if (!opts.disk && !opts.cdrom) throw new InputError('nothing to boot: no disk and no CD-ROM');
   const fw = await findOvmf(opts.secureBoot ? 'secure-boot' : 'plain');
   const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
   const vars = join(work, 'OVMF_VARS.fd');
@@ -60,8 +79,16 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
     ...(opts.secureBoot ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
     '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${fw.code}`,
     '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
-    '-drive', `if=virtio,format=raw,file=${opts.disk}`,
-    ...(opts.extraDisks ?? []).flatMap((d) => ['-drive', `if=virtio,format=raw,file=${d}`]),
+    ...(opts.cdrom
+      ? [
+          ...(opts.disk ? ['-drive', `if=none,id=disk0,format=${await diskFormat(opts.disk)},file=${opts.disk}`, '-device', 'virtio-blk-pci,drive=disk0,bootindex=0'] : []),
+          '-drive', `if=none,id=cd0,media=cdrom,format=raw,readonly=on,file=${opts.cdrom}`,
+          '-device', 'ide-cd,drive=cd0,bootindex=1',
+        ]
+      : opts.disk
+        ? ['-drive', `if=virtio,format=${await diskFormat(opts.disk)},file=${opts.disk}`]
+        : []),
+    ...(await Promise.all((opts.extraDisks ?? []).map(async (d) => ['-drive', `if=virtio,format=${await diskFormat(d)},file=${d}`]))).flat(),
     ...(opts.snapshot ? ['-snapshot'] : []),
     ...(opts.noReboot ? ['-no-reboot'] : []),
   ];
