@@ -9,6 +9,7 @@ const suites: Record<string, () => Promise<BenchRow[]>> = {
   push: async () => (await import('./push.ts')).benchPush(),
   fleet: async () => (await import('./fleet.ts')).benchFleet(),
   build: async () => (await import('./build.ts')).benchBuild(),
+  iso: async () => (await import('./iso.ts')).benchIso(),
 };
 
 const wanted = process.argv.slice(2);

@@ -20,7 +20,7 @@ const SYSTEM_BLOCKS = 16;
 const BACKUP_GPT_BLOCKS = Math.ceil((33 * SECTOR) / BLOCK);
 const MAX_NAME = 30;
 const EFI_PLATFORM = 0xef;
-/** El Torito counts the boot image in 512-byte "virtual sectors" in 16 bits. */
+/** El Torito counts the boot image in 512-byte "virtual sectors", in 16 bits. */
 const MAX_BOOT_SECTORS = 0xffff;
 
 export interface IsoFile {
@@ -277,8 +277,10 @@ function bootCatalog(imageBlock: number, imageSize: number): Buffer {
   b.writeUInt16LE((0x10000 - (sum & 0xffff)) & 0xffff, 28);
   b[32] = 0x88;
   b[33] = 0; // no emulation
-  // A larger image keeps the maximum: firmware reads the FAT's own size from its boot sector.
-  b.writeUInt16LE(Math.min(MAX_BOOT_SECTORS, Math.ceil(imageSize / SECTOR)), 32 + 6);
+  // A larger image gets 0, as xorriso writes it: firmware (OVMF) then takes the image to run to
+  // the end of the volume, and the FAT's own boot sector gives its size.
+  const sectors = Math.ceil(imageSize / SECTOR);
+  b.writeUInt16LE(sectors > MAX_BOOT_SECTORS ? 0 : sectors, 32 + 6);
   b.writeUInt32LE(imageBlock, 32 + 8);
   return b;
 }
