@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { derivedGuid } from '../builder/util/guid.ts';
 import { bufferSink, fileHandleSink } from '../builder/util/sink.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 import { noise, sha } from './helpers/installer-fixtures.ts';
+import { ossify } from './helpers/cli.ts';
 
 const MiB = 1 << 20;
 const EPOCH = 1_700_000_001;
@@ -138,5 +139,17 @@ describe('ISO 9660 writer', () => {
     await expect(writeIso({ ...s, files: [...s.files, { path: 'lower.txt', content: textContent('') }] }, bufferSink(new Uint8Array(0)))).rejects.toThrow(/"lower.txt".*not an ISO 9660 file name/);
     await expect(writeIso({ ...s, files: [...s.files, { path: 'README.TXT', content: textContent('') }] }, bufferSink(new Uint8Array(0)))).rejects.toThrow(/listed twice/);
     await expect(writeIso({ ...s, efiBootImage: 'NOPE.IMG' }, bufferSink(new Uint8Array(0)))).rejects.toThrow(/EFI boot image NOPE.IMG is not among the files/);
+  });
+
+  it('ossify iso refuses a directory that is no build output, exit 2, nothing written', async () => {
+    const tmp = tempDir('ossify-iso-cli-');
+    try {
+      const r = await ossify(['iso', tmp.path]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/is not an ossify build output: cannot read build\.json/);
+      expect(readdirSync(tmp.path)).toEqual([]);
+    } finally {
+      tmp.cleanup();
+    }
   });
 });

@@ -22,6 +22,7 @@ const EFI_IMAGE = 'BOOT/EFI.IMG';
 const MiB = 1 << 20;
 /** FAT32 with 512-byte clusters needs 65525 of them. */
 const MIN_FAT = 34 * MiB;
+const REQUIRED = ['disk.raw', 'vmlinuz', 'initramfs.img', BOOT_LOADER_ARTIFACT];
 
 export interface IsoResult {
   path: string;
@@ -60,13 +61,32 @@ const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
  */
 export async function writeInstallerIso(outDir: string, isoPath = join(outDir, ISO_ARTIFACT)): Promise<IsoResult> {
   const build = await loadBuildJson(outDir);
-  for (const a of ['disk.raw', 'vmlinuz', 'initramfs.img', BOOT_LOADER_ARTIFACT]) {
-    if (!build.artifacts[a]) throw new InputError(`${outDir}/build.json lists no ${a}; the installer ISO needs disk.raw, vmlinuz, initramfs.img and ${BOOT_LOADER_ARTIFACT}`, { hint: 'rebuild with this version of ossify' });
+  for (const a of REQUIRED) {
+    if (!build.artifacts[a]) throw new InputError(`${outDir}/build.json lists no ${a}; the installer ISO needs ${REQUIRED.join(', ')}`, { hint: 'rebuild with this version of ossify' });
     const st = await stat(join(outDir, a)).catch(() => undefined);
     if (!st || st.size !== build.artifacts[a]!.size) throw new InputError(`${outDir}/${a} is missing or not the size build.json records`);
   }
+  if (build.epoch === undefined) throw new InputError(`${outDir}/build.json has no epoch; the ISO's dates come from it`);
+  return writeIsoFile(isoPath, { dir: outDir, build: { name: build.name, version: build.version, epoch: build.epoch, profileDigest: build.profileDigest } });
+}
+
+/** What the ISO is made from: a directory with the build's artifacts, and who the build is. */
+export interface IsoSource {
+  dir: string;
+  build: { name: string; version: string; epoch: number; profileDigest: string };
+}
+
+/** The output-format registry's writer shape (`write(dest, ctx)`): the ISO of the build in `ctx.dir`. */
+export async function write(dest: string, ctx: IsoSource): Promise<void> {
+  await writeIsoFile(dest, ctx);
+}
+
+export async function writeIsoFile(isoPath: string, src: IsoSource): Promise<IsoResult> {
+  const { dir: outDir, build } = src;
+  for (const a of REQUIRED) {
+    if (!(await stat(join(outDir, a)).catch(() => undefined))) throw new InputError(`${outDir} has no ${a}; the installer ISO needs ${REQUIRED.join(', ')}`);
+  }
   const epoch = build.epoch;
-  if (epoch === undefined) throw new InputError(`${outDir}/build.json has no epoch; the ISO's dates come from it`);
   const work = tempPathFor(`${isoPath}.work`);
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
