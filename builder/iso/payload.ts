@@ -60,6 +60,7 @@ export async function diskPayload(diskPath: string, dataPath: string): Promise<D
   let blocks = 0;
   await scanSparse(diskPath, {
     chunkSize: PAYLOAD_BLOCK,
+    digest: false,
     onChunk: async (data, chunk) => {
       if (chunk.offset + chunk.length > backupStart) return;
       if (chunk.offset === 0) data.fill(0, 0, 2 * SECTOR);
