@@ -21,7 +21,7 @@ export function registerRunCommand(program: Command): void {
   program
     .command('run')
     .description('boot a disk image in QEMU with OVMF, serial console on stdout')
-    .argument('<disk>', 'disk image (raw or qcow2), or an installer ISO: it boots as a CD-ROM and the first --disk is the disk it installs to')
+    .argument('<disk>', 'raw disk image, or an installer ISO: it boots as a CD-ROM and the first --disk is the disk it installs to')
     .option('--expect <regex>', 'succeed only if the console prints a match')
     .option('--timeout <seconds>', 'kill the VM after this many seconds', '120')
     .option('--kvm', 'use KVM instead of TCG software emulation')

@@ -1,4 +1,4 @@
-import { copyFile, mkdtemp, open, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -43,18 +43,6 @@ export interface RunResult {
   seconds: number;
 }
 
-/** qcow2 by its magic, everything else raw (QEMU refuses to guess a format for writable disks). */
-export async function diskFormat(path: string): Promise<'qcow2' | 'raw'> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(4);
-    await fh.read(b, 0, 4, 0);
-    return b.toString('latin1') === 'QFI\xfb' ? 'qcow2' : 'raw';
-  } finally {
-    await fh.close();
-  }
-}
-
 /**
  * Boots a raw disk image under OVMF with the serial console on a pipe. TCG by default:
  * on these machines /dev/kvm exists but OVMF crashes under it.
@@ -81,14 +69,14 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
     '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
     ...(opts.cdrom
       ? [
-          ...(opts.disk ? ['-drive', `if=none,id=disk0,format=${await diskFormat(opts.disk)},file=${opts.disk}`, '-device', 'virtio-blk-pci,drive=disk0,bootindex=0'] : []),
+          ...(opts.disk ? ['-drive', `if=none,id=disk0,format=raw,file=${opts.disk}`, '-device', 'virtio-blk-pci,drive=disk0,bootindex=0'] : []),
           '-drive', `if=none,id=cd0,media=cdrom,format=raw,readonly=on,file=${opts.cdrom}`,
           '-device', 'ide-cd,drive=cd0,bootindex=1',
         ]
       : opts.disk
-        ? ['-drive', `if=virtio,format=${await diskFormat(opts.disk)},file=${opts.disk}`]
+        ? ['-drive', `if=virtio,format=raw,file=${opts.disk}`]
         : []),
-    ...(await Promise.all((opts.extraDisks ?? []).map(async (d) => ['-drive', `if=virtio,format=${await diskFormat(d)},file=${d}`]))).flat(),
+    ...(opts.extraDisks ?? []).flatMap((d) => ['-drive', `if=virtio,format=raw,file=${d}`]),
     ...(opts.snapshot ? ['-snapshot'] : []),
     ...(opts.noReboot ? ['-no-reboot'] : []),
   ];
