@@ -10,6 +10,7 @@ const suites: Record<string, () => Promise<BenchRow[]>> = {
   fleet: async () => (await import('./fleet.ts')).benchFleet(),
   build: async () => (await import('./build.ts')).benchBuild(),
   formats: async () => (await import('./formats.ts')).benchFormats(),
+  iso: async () => (await import('./iso.ts')).benchIso(),
 };
 
 const wanted = process.argv.slice(2);

@@ -27,6 +27,7 @@ const COMMANDS: [name: string, load: () => Promise<Register>][] = [
   ['keygen', async () => (await import('./commands/keygen.ts')).registerKeygenCommand],
   ['cache', async () => (await import('./commands/cache.ts')).registerCacheCommand],
   ['plan', async () => (await import('./commands/plan.ts')).registerPlanCommand],
+  ['iso', async () => (await import('./commands/iso.ts')).registerIsoCommand],
 ];
 
 /** The CLI only parses arguments and calls into the library; exit codes: 0 ok, 1 failed, 2 bad usage or input. */

@@ -22,6 +22,8 @@ export {
 } from './installer/index.ts';
 export { writeSquashfs, SquashfsReader, type SquashfsOptions, type SquashfsResult } from './formats/squashfs/index.ts';
 export { runDisk, type RunOptions, type RunResult } from './run/qemu.ts';
+export { writeInstallerIso, writeIsoFile, type IsoResult, type IsoSource } from './iso/build.ts';
+export { writeIso, readIso, type IsoSpec, type IsoFile, type IsoVolume } from './formats/iso9660.ts';
 export { OssifyError } from './util/errors.ts';
 export { OUTPUTS, OUTPUT_NAMES, resolveOutputs, type OutputName, type OutputSpec } from './outputs/index.ts';
 export { writeOutputs } from './outputs/write.ts';

@@ -41,6 +41,8 @@ export interface ScanOptions {
    * as `prefix` (the hash state after them, consumed) and `prefixChunks` (their chunks).
    */
   from?: { offset: number; hash: Hash; chunks: SparseChunk[] };
+  /** false: only find the chunks (no digest of the file or of chunks: `sha256` is ''), for a reader that needs none. */
+  digest?: boolean;
 }
 
 export async function scanSparse(path: string, opts: ScanOptions = {}): Promise<{ image: SparseImage; checkpoint?: Hash }> {
@@ -68,19 +70,19 @@ export async function scanSparse(path: string, opts: ScanOptions = {}): Promise<
         whole.update(data.subarray(0, cp - pos));
         checkpoint = whole.copy();
         whole.update(data.subarray(cp - pos));
-      } else whole.update(data);
+      } else if (opts.digest !== false) whole.update(data);
       for (let o = 0; o < got; o += chunkSize) {
         const c = data.subarray(o, Math.min(o + chunkSize, got));
         if (c.equals(ZERO.subarray(0, c.length))) continue;
         const copy = Buffer.from(c);
-        const chunk = { offset: pos + o, length: copy.length, sha256: createHash('sha256').update(copy).digest('hex') };
+        const chunk = { offset: pos + o, length: copy.length, sha256: opts.digest === false ? '' : createHash('sha256').update(copy).digest('hex') };
         chunks.push(chunk);
         if (opts.onChunk) await opts.onChunk(copy, chunk);
       }
       pos += got;
     }
     if (opts.checkpointAt === size) checkpoint = whole.copy();
-    return { image: { size, sha256: whole.digest('hex'), chunkSize, chunks }, ...(checkpoint ? { checkpoint } : {}) };
+    return { image: { size, sha256: opts.digest === false ? '' : whole.digest('hex'), chunkSize, chunks }, ...(checkpoint ? { checkpoint } : {}) };
   } finally {
     await fh.close();
   }

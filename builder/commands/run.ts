@@ -1,20 +1,34 @@
 import type { Command } from 'commander';
-import { access } from 'node:fs/promises';
+import { access, open } from 'node:fs/promises';
 import { runDisk, type RunOptions } from '../run/qemu.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { isIso9660 } from '../formats/iso9660.ts';
+
+async function isIsoFile(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    return await isIso9660(async (o, n) => {
+      const b = Buffer.alloc(n);
+      await fh.read(b, 0, n, o);
+      return b;
+    });
+  } finally {
+    await fh.close();
+  }
+}
 
 export function registerRunCommand(program: Command): void {
   program
     .command('run')
     .description('boot a disk image in QEMU with OVMF, serial console on stdout')
-    .argument('<disk>', 'disk image: raw, qcow2, VHD or VMDK (detected from its bytes)')
+    .argument('<disk>', 'disk image: raw, qcow2, VHD or VMDK (detected from its bytes), or an installer ISO: it boots as a CD-ROM and the first --disk is the disk it installs to')
     .option('--expect <regex>', 'succeed only if the console prints a match')
     .option('--timeout <seconds>', 'kill the VM after this many seconds', '120')
     .option('--kvm', 'use KVM instead of TCG software emulation')
     .option('--memory <MiB>', 'guest memory', '512')
     .option('--snapshot', 'do not write to the disk image')
     .option('--no-reboot', 'exit when the guest reboots')
-    .option('--disk <file...>', 'attach further disks (any format run boots)')
+    .option('--disk <file...>', 'attach further disks (any format run boots; with an ISO: the first is the install target and boots first once installed)')
     .option('--secure-boot', 'boot with the Secure Boot OVMF build (enforced once keys are enrolled; a fresh VM starts in setup mode, where systemd-boot enrols the image\'s loader/keys/auto keys and resets)')
     .option('--vars <file>', 'start from these OVMF variables (e.g. with keys already enrolled) instead of a blank store')
     .option('--json', 'print the result as JSON instead of the console')
@@ -30,11 +44,25 @@ export function registerRunCommand(program: Command): void {
       }
       const timeout = Number(o.timeout);
       if (!Number.isFinite(timeout) || timeout <= 0) throw new InputError(`--timeout must be a positive number of seconds, not ${o.timeout}`);
-      const opts: RunOptions = { disk, timeout, memoryMiB: Number(o.memory), noReboot: !o.reboot };
+      const iso = await isIsoFile(disk);
+      const opts: RunOptions = { timeout, memoryMiB: Number(o.memory), noReboot: !o.reboot };
+      if (iso) {
+        opts.cdrom = disk;
+        const [target, ...rest] = o.disk ?? [];
+        if (target) opts.disk = target;
+        if (rest.length) opts.extraDisks = rest;
+      } else {
+        opts.disk = disk;
+        if (o.disk) opts.extraDisks = o.disk;
+      }
+      for (const d of o.disk ?? []) {
+        await access(d).catch(() => {
+          throw new InputError(`--disk ${d} does not exist`, { hint: iso ? `a blank install target: truncate -s 2G ${d}` : undefined });
+        });
+      }
       if (expect) opts.expect = expect;
       if (o.kvm) opts.kvm = true;
       if (o.snapshot) opts.snapshot = true;
-      if (o.disk) opts.extraDisks = o.disk;
       if (o.secureBoot) opts.secureBoot = true;
       if (o.vars !== undefined) {
         await access(o.vars).catch(() => {

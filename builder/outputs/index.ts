@@ -19,6 +19,11 @@ export const OUTPUTS = {
   vmdk: { description: 'stream-optimized VMDK for VMware', file: 'disk.vmdk', load: () => import('./vmdk.ts') },
   ova: { description: 'OVF descriptor, manifest and stream-optimized VMDK in a tar, for VMware and VirtualBox', file: 'disk.ova', load: () => import('./ova.ts') },
   gce: { description: 'disk.raw padded to whole GiB in a GNU sparse tar.gz, as Google Compute Engine imports it', file: 'disk.raw.tar.gz', load: () => import('./gce.ts') },
+  iso: {
+    description: 'UEFI-bootable hybrid installer ISO (CD-ROM or USB stick): installs the A/B disk to ossify.install=/dev/… or the first empty disk, then boots slot A',
+    file: 'disk.iso',
+    load: () => import('../iso/build.ts'),
+  },
 } satisfies Record<string, OutputFormat>;
 
 export type OutputName = keyof typeof OUTPUTS;

@@ -2,14 +2,20 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { MissingToolError } from '../util/errors.ts';
+import { InputError, MissingToolError } from '../util/errors.ts';
 import { findOvmf } from './ovmf.ts';
 import { detectDiskFormat } from './disk-format.ts';
 
 export interface RunOptions {
-  disk: string;
+  /** The boot disk; only a run with `cdrom` may have none (the CD then boots alone). */
+  disk?: string;
   /** Further raw disks attached after the boot disk (e.g. an installer payload). */
   extraDisks?: string[];
+  /**
+   * An ISO attached as a CD-ROM. The disk still boots first: a blank disk has nothing to
+   * boot, so the firmware starts the CD (an installer); once installed, the reset boots the disk.
+   */
+  cdrom?: string;
   expect?: RegExp;
   /** Kill the VM as soon as `expect` matches (e.g. a firmware error that would otherwise stall until the timeout). */
   stopOnMatch?: boolean;
@@ -44,7 +50,7 @@ export interface RunResult {
  */
 async function driveFor(disk: string, boot: boolean): Promise<string> {
   const format = await detectDiskFormat(disk, { refuseArchives: boot });
-  return `if=virtio,format=${format},file=${disk.replace(/,/g, ',,')}${format === 'vmdk' ? ',snapshot=on' : ''}`;
+  return `format=${format},file=${disk.replace(/,/g, ',,')}${format === 'vmdk' ? ',snapshot=on' : ''}`;
 }
 
 /**
@@ -52,8 +58,10 @@ async function driveFor(disk: string, boot: boolean): Promise<string> {
  * on these machines /dev/kvm exists but OVMF crashes under it.
  */
 export async function runDisk(opts: RunOptions): Promise<RunResult> {
+  if (!opts.disk && !opts.cdrom) throw new InputError('nothing to boot: no disk and no CD-ROM');
   const fw = await findOvmf(opts.secureBoot ? 'secure-boot' : 'plain');
-  const drives = await Promise.all([opts.disk, ...(opts.extraDisks ?? [])].map((d, i) => driveFor(d, i === 0)));
+  const boot = opts.disk ? await driveFor(opts.disk, true) : undefined;
+  const extra = await Promise.all((opts.extraDisks ?? []).map((d) => driveFor(d, false)));
   const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
   const vars = join(work, 'OVMF_VARS.fd');
   await copyFile(opts.varsFile ?? fw.vars, vars);
@@ -71,7 +79,17 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
     ...(opts.secureBoot ? ['-global', 'driver=cfi.pflash01,property=secure,value=on'] : []),
     '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${fw.code}`,
     '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
-    ...drives.flatMap((d) => ['-drive', d]),
+    ...(opts.cdrom
+      ? [
+          // The disk boots first: a blank one has nothing to boot, so the CD (an installer) starts; after the install the reset boots the disk.
+          ...(boot ? ['-drive', `if=none,id=disk0,${boot}`, '-device', 'virtio-blk-pci,drive=disk0,bootindex=0'] : []),
+          '-drive', `if=none,id=cd0,media=cdrom,format=raw,readonly=on,file=${opts.cdrom.replace(/,/g, ',,')}`,
+          '-device', 'ide-cd,drive=cd0,bootindex=1',
+        ]
+      : boot
+        ? ['-drive', `if=virtio,${boot}`]
+        : []),
+    ...extra.flatMap((d) => ['-drive', `if=virtio,${d}`]),
     ...(opts.snapshot ? ['-snapshot'] : []),
     ...(opts.noReboot ? ['-no-reboot'] : []),
   ];

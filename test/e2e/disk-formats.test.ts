@@ -14,7 +14,7 @@ import type { BuildRecord } from '../../builder/pipeline.ts';
  */
 
 const CACHE = join(PROJECT_ROOT, 'out', 'cache');
-const FORMATS = 'qcow2,vhd,vmdk,ova,gce';
+const FORMATS = 'qcow2,vhd,vmdk,ova,gce,iso';
 
 let dirA: string;
 let dirB: string;
@@ -38,7 +38,7 @@ describe('the default profile in every image format', () => {
   }, 900_000);
 
   it('lists each output in build.json with the sha256 and size of its file', async () => {
-    expect(record.outputs.map((o) => o.format)).toEqual(['qcow2', 'vhd', 'vmdk', 'ova', 'gce']);
+    expect(record.outputs.map((o) => o.format)).toEqual(['qcow2', 'vhd', 'vmdk', 'ova', 'gce', 'iso']);
     for (const o of record.outputs) expect(await sha256File(join(dirA, o.file)), o.file).toBe(o.sha256);
   });
 

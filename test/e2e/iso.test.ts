@@ -1,0 +1,129 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readIso } from '../../builder/formats/iso9660.ts';
+import { runDisk } from '../../builder/run/qemu.ts';
+import { buildProfile, diskStatus, ossify, ossifyOk, PROJECT_ROOT, slotOf } from '../helpers/cli.ts';
+import { needTool, run } from '../helpers/oracle-formats.ts';
+import { readRange } from '../helpers/installer-fixtures.ts';
+
+/**
+ * The installer ISO of the default profile: its structure read by xorriso, isoinfo, sgdisk,
+ * fdisk and mtools; two builds write the same bytes; and three boots under QEMU + OVMF (TCG):
+ * `ossify run disk.iso --disk blank.raw` installs to the blank disk and the reset boots
+ * slot A from it, and a too-small disk or no disk at all is refused with the reason on the
+ * console, the disk left as it was.
+ */
+
+const CACHE = join(PROJECT_ROOT, 'out', 'cache');
+const MiB = 1 << 20;
+let out: string;
+let dirA: string;
+let iso: string;
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+async function allZero(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4 * MiB);
+    for (let pos = 0; ; pos += buf.length) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) return true;
+      if (buf.subarray(0, bytesRead).some((b) => b !== 0)) return false;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+describe('the installer ISO', () => {
+  beforeAll(async () => {
+    for (const [tool, pkg] of [
+      ['xorriso', 'xorriso'],
+      ['isoinfo', 'genisoimage'],
+      ['sgdisk', 'gdisk'],
+      ['fdisk', 'fdisk'],
+      ['mdir', 'mtools'],
+      ['fsck.fat', 'dosfstools'],
+      ['qemu-system-x86_64', 'qemu-system-x86'],
+    ] as const) {
+      needTool(tool, pkg);
+    }
+    out = await mkdtemp(join(tmpdir(), 'ossify-e2e-iso-'));
+    dirA = await buildProfile('profiles/default.yaml', join(out, 'a'), CACHE);
+    const r = await ossifyOk(['iso', dirA, '--json']);
+    iso = (JSON.parse(r.stdout) as { path: string }).path;
+  }, 900_000);
+
+  afterAll(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  it('is a hybrid El Torito UEFI image that xorriso, isoinfo, sgdisk, fdisk and mtools read', async () => {
+    const x = run('xorriso', ['-indev', iso, '-report_el_torito', 'plain', '-report_system_area', 'plain']);
+    expect(x.code, x.stderr).toBe(0);
+    expect(x.stdout).toMatch(/El Torito boot img :\s+1\s+UEFI\s+y\s+none/);
+    expect(x.stdout).toMatch(/El Torito img path :\s+1\s+\/BOOT\/EFI.IMG/);
+    expect(x.stdout).toMatch(/GPT partition path :\s+1\s+\/BOOT\/EFI.IMG/);
+    const d = run('isoinfo', ['-d', '-i', iso]);
+    expect(d.stdout).toMatch(/Volume id: OSSIFY_DEFAULT_1_0_0/);
+    expect(d.stdout).toMatch(/Boot media 0 \(No Emulation Boot\)/);
+    expect(run('sgdisk', ['-v', iso]).stdout).toMatch(/No problems found/);
+    expect(run('fdisk', ['-l', iso]).stdout).toMatch(/EFI System/);
+
+    // The boot image (the GPT's ESP) holds systemd-boot, the entry and the three initrds.
+    const vol = await readIso((o, n) => readRange(iso, o, n));
+    const img = vol.entries.find((e) => e.path === 'BOOT/EFI.IMG')!;
+    const efi = join(out, 'efi.img');
+    writeFileSync(efi, readFileSync(iso).subarray(img.block * 2048, img.block * 2048 + img.size));
+    expect(run('fsck.fat', ['-n', efi]).code).toBe(0);
+    const entry = run('mtype', ['-i', efi, '::/loader/entries/ossify-install.conf']);
+    expect(entry.code, entry.stderr).toBe(0);
+    expect(entry.stdout).toMatch(/^linux \/ossify\/vmlinuz$/m);
+    expect(entry.stdout.match(/^initrd .*$/gm)).toEqual(['initrd /ossify/initrd.img', 'initrd /ossify/install.img', 'initrd /ossify/payload.img']);
+    expect(run('mdir', ['-i', efi, '-b', '::/EFI/BOOT']).stdout).toMatch(/BOOTX64.EFI/);
+  });
+
+  it('is the same bytes from a second build', async () => {
+    const dirB = await buildProfile('profiles/default.yaml', join(out, 'b'), CACHE);
+    const isoB = join(out, 'b.iso');
+    await ossifyOk(['iso', dirB, '-o', isoB]);
+    expect(sha256(isoB)).toBe(sha256(iso));
+  }, 600_000);
+
+  it('installs to a blank disk, which then boots slot A (ossify run with the ISO and --disk)', async () => {
+    const blank = join(out, 'blank.raw');
+    writeFileSync(blank, '');
+    truncateSync(blank, 1024 * MiB);
+    const r = await ossify(['run', iso, '--disk', blank, '--timeout', '400', '--expect', 'OSSIFY-BOOT name=ossify-default version=1\\.0\\.0 slot=a']);
+    expect(r.exitCode, r.stdout.slice(-6000)).toBe(0);
+    expect(r.stdout).toMatch(/ossify-install: installed ossify-default 1\.0\.0 on \/dev\/vda \(partitions: ESP ROOT-A ROOT-B STATE\); rebooting into slot A/);
+    // The GPT the installer computed in shell for a 1 GiB disk: backup at the end, CRCs right.
+    const sg = run('sgdisk', ['-v', blank]);
+    expect(sg.stdout).toMatch(/No problems found/);
+    expect(run('sgdisk', ['-p', blank]).stdout).toMatch(/last usable sector is 2097118/);
+    const s = await diskStatus(blank);
+    expect(slotOf(s, 'a').release?.version).toBe('1.0.0');
+  }, 600_000);
+
+  it('refuses a disk too small for the layout and leaves it untouched', async () => {
+    const small = join(out, 'small.raw');
+    writeFileSync(small, '');
+    truncateSync(small, 256 * MiB);
+    const r = await runDisk({ disk: small, cdrom: iso, timeout: 300, expect: /ossify-install: powering off/, stopOnMatch: true });
+    expect(r.matched, r.log.slice(-4000)).toBe(true);
+    expect(r.log).toMatch(/ossify-install: no empty disk is large enough: ossify-default 1\.0\.0 needs 706740224 bytes \(674 MiB\), the empty disks are \/dev\/vda \(256 MiB\)/);
+    expect(r.log).toMatch(/ossify-install: no disk was written/);
+    expect(await allZero(small)).toBe(true);
+  }, 400_000);
+
+  it('says so when the machine has no disk', async () => {
+    const r = await runDisk({ cdrom: iso, timeout: 300, expect: /ossify-install: powering off/, stopOnMatch: true });
+    expect(r.matched, r.log.slice(-4000)).toBe(true);
+    expect(r.log).toMatch(/ossify-install: no disk to install to: this machine shows no disk/);
+  }, 400_000);
+});
