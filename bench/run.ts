@@ -9,6 +9,7 @@ const suites: Record<string, () => Promise<BenchRow[]>> = {
   push: async () => (await import('./push.ts')).benchPush(),
   fleet: async () => (await import('./fleet.ts')).benchFleet(),
   build: async () => (await import('./build.ts')).benchBuild(),
+  'real-os': async () => (await import('./real-os.ts')).benchRealOs(),
 };
 
 const wanted = process.argv.slice(2);

@@ -51,7 +51,7 @@ site:
 site:
   name: store-b
   hostname: store-b.fleet.example
-  network: { address: 192.0.2.20/24, gateway: 192.0.2.1 }
+  network: { dhcp: false, address: 192.0.2.20/24, gateway: 192.0.2.1 }
 `,
     'v2-a': 'extends: ./v1-a.yaml\nversion: 2.0.0\n',
     // A release whose required unit fails: it reaches multi-user.target but is never blessed.
@@ -109,7 +109,6 @@ describe('a container-image OS (Debian, systemd, containerd) through the registr
     expect(line(r.log)).toBe(
       'OSSIFY-BOOT name=debian-systemd version=1.0.0 slot=a os=debian-12 target=active containerd=active machine-id=set hostname=store-a.fleet.example site=store-a network=10-ossify-site.network',
     );
-    expect(r.log).toMatch(/Reached target .*Multi-User System/);
     // A first install is not on trial: no health gate, nothing to bless.
     expect(r.log).not.toContain('ossify-health');
   }, 600_000);
@@ -119,7 +118,6 @@ describe('a container-image OS (Debian, systemd, containerd) through the registr
     expect(slotOf(await diskStatus(disk()), 'b')).toMatchObject({ bootsNext: true, entry: { state: 'trying', triesLeft: 2 } });
     const r = await boot(disk(), /OSSIFY-BOOT name=debian-systemd version=2\.0\.0 slot=b [^\r\n]*/);
     expect(r.log).toContain('ossify-health: healthy: containerd.service');
-    expect(r.log).toMatch(/Mark the Current Boot Loader Entry as Good|Finished .*systemd-bless-boot/);
     expect(r.log.indexOf('ossify-health: healthy')).toBeLessThan(r.log.indexOf('OSSIFY-BOOT'));
     const s = await diskStatus(disk());
     expect(s.next).toBe('b');
