@@ -2,7 +2,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readArchive } from '../builder/inputs/archive.ts';
 import { RegistryClient } from '../builder/oci/registry.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { Profile } from '../builder/profile/schema.ts';
@@ -142,6 +144,30 @@ describe('rootfs.os: what ossify adds to a full OS', () => {
       '[Match]\nName=eth0\n\n[Network]\nAddress=192.0.2.20/24\nGateway=192.0.2.1\nDNS=192.0.2.53\n',
     );
     expect((await siteTree(site, 0)).get(NETWORKD_SITE_FILE)).toBeUndefined();
+  });
+});
+
+describe('image layers with binary xattrs (GNU tar SCHILY.xattr, e.g. a POSIX ACL)', () => {
+  async function aclTar(): Promise<Uint8Array> {
+    const pack = tarStream.pack();
+    const chunks: Buffer[] = [];
+    const done = (async () => {
+      for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
+    })();
+    // What tar-stream hands over for a raw (non-UTF-8) value: replacement characters.
+    const header = { name: 'var/log/journal/', type: 'directory' as const, mode: 0o2755, mtime: new Date(0), pax: { 'SCHILY.xattr.system.posix_acl_access': '\u0002\u0000\uFFFD\uFFFD', 'SCHILY.xattr.user.note': 'ok' } };
+    pack.entry(header);
+    pack.finalize();
+    await done;
+    return Buffer.concat(chunks);
+  }
+
+  it('are refused when the input keeps xattrs, and dropped (readable ones kept for the policy) when it strips them', async () => {
+    await expect(readArchive(await aclTar(), 'oci:x layer 1/1')).rejects.toThrow(/var\/log\/journal.*extended attribute system\.posix_acl_access has a binary value/);
+    const t = await readArchive(await aclTar(), 'oci:x layer 1/1', { binaryXattrs: 'drop' });
+    const e = t.get('var/log/journal');
+    expect(e?.type).toBe('dir');
+    expect(Object.keys((e as { xattrs?: Record<string, Uint8Array> }).xattrs ?? {})).toEqual(['user.note']);
   });
 });
 
