@@ -19,6 +19,12 @@ import { startRegistry, type RegistryHandle } from '../helpers/registry.ts';
 const CACHE = join(PROJECT_ROOT, 'out', 'cache');
 const EXAMPLE = join(PROJECT_ROOT, 'profiles/examples/debian-systemd.yaml');
 const BOOT_TIMEOUT = 420;
+/**
+ * The example's kernel.cmdline. An installer image in the registry does not carry it yet (only
+ * a build's disk.raw does), so a first install from the registry is given it; upgrades keep the
+ * disk's.
+ */
+const CMDLINE = 'console=ttyS0 panic=5 loglevel=4';
 
 let reg: RegistryHandle;
 let work: string;
@@ -104,7 +110,7 @@ describe('a container-image OS (Debian, systemd, containerd) through the registr
   const disk = () => join(work, 'a.raw');
 
   it('installs and boots to multi-user.target with containerd running, the site applied by systemd', async () => {
-    await ossifyOk(['install', '--image', refs['v1-a']!, '--insecure', '--disk', disk()]);
+    await ossifyOk(['install', '--image', refs['v1-a']!, '--insecure', '--disk', disk(), '--cmdline', CMDLINE]);
     const r = await boot(disk(), /OSSIFY-BOOT name=debian-systemd version=1\.0\.0 slot=a [^\r\n]*/);
     expect(line(r.log)).toBe(
       'OSSIFY-BOOT name=debian-systemd version=1.0.0 slot=a os=debian-12 target=active containerd=active machine-id=set hostname=store-a.fleet.example site=store-a network=10-ossify-site.network',
@@ -137,7 +143,7 @@ describe('a container-image OS (Debian, systemd, containerd) through the registr
 
   it('a second site of the same base reports its own hostname and network', async () => {
     const b = join(work, 'b.raw');
-    await ossifyOk(['install', '--image', refs['v1-b']!, '--insecure', '--disk', b]);
+    await ossifyOk(['install', '--image', refs['v1-b']!, '--insecure', '--disk', b, '--cmdline', CMDLINE]);
     const r = await boot(b, /OSSIFY-BOOT name=debian-systemd version=1\.0\.0 slot=a [^\r\n]*/);
     expect(line(r.log)).toMatch(/ hostname=store-b\.fleet\.example site=store-b network=10-ossify-site\.network$/);
   }, 600_000);
