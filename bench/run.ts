@@ -11,6 +11,7 @@ const suites: Record<string, () => Promise<BenchRow[]>> = {
   build: async () => (await import('./build.ts')).benchBuild(),
   formats: async () => (await import('./formats.ts')).benchFormats(),
   iso: async () => (await import('./iso.ts')).benchIso(),
+  'real-os': async () => (await import('./real-os.ts')).benchRealOs(),
 };
 
 const wanted = process.argv.slice(2);

@@ -39,6 +39,9 @@ import { resolveOutputs, type OutputSpec } from './outputs/index.ts';
 import { writeOutputs } from './outputs/write.ts';
 import type { WrittenOutput } from './outputs/types.ts';
 import { mergeExtents, type Extent } from './util/extents.ts';
+// real OS: a full OS as the root (rootfs.os), and the check that its init runs on the arch
+import { addOsIntegration, osReleaseText } from './rootfs/os.ts';
+import { checkRootInit, type RootfsLayer } from './rootfs/init-check.ts';
 
 export interface BuildOptions {
   outRoot: string;
@@ -205,17 +208,27 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       async run(ctx, log) {
         const p = ctx.loaded.profile;
         const root = new FileTree();
+        const layers: RootfsLayer[] = [];
         // loadInput already placed each input under its target; applyTree keeps earlier inputs' directory symlinks.
-        for (const input of p.rootfs.inputs) applyTree(root, await fetchInput(ctx, input, log), inputOrigin(input));
+        for (const input of p.rootfs.inputs) {
+          const layer = { origin: inputOrigin(input), tree: await fetchInput(ctx, input, log) };
+          applyTree(root, layer.tree, layer.origin);
+          layers.push(layer);
+        }
         if (p.rootfs.programs?.length) {
-          applyTree(root, (await programsTree(p.rootfs.programs, 'rootfs.programs', (i) => fetchInput(ctx, i, log))).tree, 'rootfs.programs');
+          const layer = { origin: 'rootfs.programs', tree: (await programsTree(p.rootfs.programs, 'rootfs.programs', (i) => fetchInput(ctx, i, log))).tree };
+          applyTree(root, layer.tree, layer.origin);
+          layers.push(layer);
         }
         for (const d of ROOT_SKELETON) root.ensureDir(d);
-        root.set('etc/os-release', { type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, content: textContent(osRelease(ctx.loaded)) });
-        const init = root.resolve('sbin/init');
-        if (!init || init.type !== 'file') {
-          throw new InputError('the rootfs has no /sbin/init', { hint: 'add an overlay (dir:) that provides sbin/init' });
-        }
+        // real OS: a full OS keeps its own os-release (ID=debian, …) with the image's identity added.
+        const osRel = p.rootfs.os
+          ? await osReleaseText(root, osRelease(ctx.loaded), { id: p.name, version: p.version, digest: baseDigestOf(ctx.loaded) })
+          : osRelease(ctx.loaded);
+        root.delete('etc/os-release');
+        root.set('etc/os-release', { type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, content: textContent(osRel) });
+        addOsIntegration(root, p);
+        await checkRootInit(root, layers, p.arch);
         applyTestNondeterminism(root); // trust (issue 7): test hook, a no-op unless OSSIFY_TEST_NONDETERMINISM=1
         root.normalise({ epoch: ctx.loaded.epoch, allRoot: p.rootfs.allRoot });
         ctx.rootfs = root;
@@ -351,7 +364,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       async run(ctx, log) {
         const site = ctx.loaded.profile.site;
         if (!site) return;
-        const tar = await siteTar(await siteTree(site, ctx.loaded.epoch), ctx.loaded.epoch);
+        const tar = await siteTar(await siteTree(site, ctx.loaded.epoch, { networkd: ctx.loaded.profile.rootfs.os?.init === 'systemd' }), ctx.loaded.epoch);
         await writeFileAtomic(join(ctx.work, SITE_SEED_FILE), tar);
         log(`site ${site.name}: ${tar.length} bytes`);
       },

@@ -3,14 +3,12 @@ import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
-import * as tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobCache } from '../builder/inputs/cache.ts';
 import { loadInput, type InputContext } from '../builder/inputs/index.ts';
 import { lockProfile, openLock } from '../builder/lock/index.ts';
 import { MT } from '../builder/oci/media-types.ts';
-import { RegistryClient, bytesBlobSource } from '../builder/oci/registry.ts';
+import { RegistryClient } from '../builder/oci/registry.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import type { Input } from '../builder/profile/schema.ts';
 import { readContent } from '../builder/tree/content.ts';
@@ -18,6 +16,7 @@ import type { FileTree } from '../builder/tree/tree.ts';
 import { InputError } from '../builder/util/errors.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
 import { freePort, startFaultProxy, startRegistry, type RegistryHandle } from './helpers/registry.ts';
+import { packTar, pushImage as pushTestImage, type TarItem } from './helpers/oci-images.ts';
 
 const DEB_CACHE = fileURLToPath(new URL('../out/test-cache', import.meta.url));
 
@@ -34,34 +33,7 @@ function ctx(cacheDir: string, extra: Partial<InputContext> = {}): InputContext 
   return { cacheDir, registry: { retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 }, credentials: null }, ...extra };
 }
 
-async function packTar(entries: { name: string; content?: string; type?: 'file' | 'directory' | 'symlink'; linkname?: string }[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
-  })();
-  for (const e of entries) {
-    const header = { name: e.name, type: e.type ?? 'file', mode: e.type === 'directory' ? 0o755 : 0o644, uid: 0, gid: 0, mtime: new Date(0), ...(e.linkname ? { linkname: e.linkname } : {}) };
-    await new Promise<void>((res, rej) => (header.type === 'file' ? pack.entry(header, e.content ?? '', (err) => (err ? rej(err) : res())) : pack.entry(header, (err) => (err ? rej(err) : res()))));
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
-/** Pushes a one-layer image with the project's client; returns its manifest (and descriptor). */
-async function pushImage(repo: string, files: Parameters<typeof packTar>[0], opts: { arch?: string; diffId?: string; tag?: string } = {}) {
-  const tar = await packTar(files);
-  const layer = gzipSync(tar);
-  const layerDesc = { mediaType: MT.layerTarGzip, digest: `sha256:${sha(layer)}`, size: layer.length };
-  await client.pushBlob(repo, layerDesc, bytesBlobSource(layer));
-  const config = Buffer.from(JSON.stringify({ architecture: opts.arch ?? 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [opts.diffId ?? `sha256:${sha(tar)}`] } }));
-  const configDesc = { mediaType: MT.config, digest: `sha256:${sha(config)}`, size: config.length };
-  await client.pushBlob(repo, configDesc, bytesBlobSource(config));
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.manifest, config: configDesc, layers: [layerDesc] }));
-  const digest = await client.putManifest(repo, opts.tag ?? `sha256:${sha(manifest)}`, manifest, MT.manifest);
-  return { digest, size: manifest.length, layerDigest: layerDesc.digest };
-}
+const pushImage = (repo: string, files: TarItem[], opts: Parameters<typeof pushTestImage>[3] = {}) => pushTestImage(client, repo, files, opts);
 
 async function fileText(tree: FileTree, path: string): Promise<string> {
   const e = tree.resolve(path);

@@ -17,6 +17,11 @@ export interface ReadTarOptions {
   origin: string;
   /** Adds to an existing tree instead of a new one (later entries replace earlier ones). */
   into?: FileTree;
+  /**
+   * A raw binary xattr value (GNU tar's SCHILY.xattr, e.g. a POSIX ACL) arrives damaged:
+   * refused by default; dropped when the caller strips xattrs anyway (an input's allow.xattrs off).
+   */
+  binaryXattrs?: 'refuse' | 'drop';
 }
 
 type PaxRecords = Record<string, string>;
@@ -46,7 +51,7 @@ function paxNumber(pax: PaxRecords, key: string): number | undefined {
  * them raw, which tar-stream has already decoded as UTF-8, so a binary value (e.g. a file
  * capability) would arrive damaged and is refused instead.
  */
-function paxXattrs(origin: string, name: string, pax: PaxRecords): Record<string, Uint8Array> | undefined {
+function paxXattrs(origin: string, name: string, pax: PaxRecords, binary: 'refuse' | 'drop'): Record<string, Uint8Array> | undefined {
   const out: Record<string, Uint8Array> = {};
   for (const [k, v] of Object.entries(pax)) {
     if (k.startsWith('LIBARCHIVE.xattr.')) {
@@ -57,7 +62,10 @@ function paxXattrs(origin: string, name: string, pax: PaxRecords): Record<string
     if (!k.startsWith('SCHILY.xattr.')) continue;
     const attr = k.slice('SCHILY.xattr.'.length);
     if (attr in out) continue;
-    if (v.includes('\uFFFD')) throw entryError(origin, name, `extended attribute ${attr} has a binary value that tar-stream cannot carry`);
+    if (v.includes('\uFFFD')) {
+      if (binary === 'drop') continue;
+      throw entryError(origin, name, `extended attribute ${attr} has a binary value that tar-stream cannot carry`);
+    }
     out[attr] = new TextEncoder().encode(v);
   }
   return Object.keys(out).length ? out : undefined;
@@ -71,7 +79,7 @@ async function entryBytes(entry: AsyncIterable<Uint8Array>): Promise<Uint8Array>
   return parts.length === 0 ? new Uint8Array(0) : Buffer.concat(parts);
 }
 
-function addEntry(tree: FileTree, origin: string, header: tarStream.Header, data: Uint8Array): void {
+function addEntry(tree: FileTree, origin: string, header: tarStream.Header, data: Uint8Array, binaryXattrs: 'refuse' | 'drop'): void {
   const rawName = header.name;
   const path = treePath(origin, rawName, rawName, 'name');
   const pax = (header.pax ?? {}) as PaxRecords;
@@ -81,7 +89,7 @@ function addEntry(tree: FileTree, origin: string, header: tarStream.Header, data
     gid: paxNumber(pax, 'gid') ?? header.gid ?? 0,
     mtime: paxNumber(pax, 'mtime') ?? Math.floor((header.mtime?.getTime() ?? 0) / 1000),
   };
-  const xattrs = paxXattrs(origin, rawName, pax);
+  const xattrs = paxXattrs(origin, rawName, pax, binaryXattrs);
   if (xattrs) meta.xattrs = xattrs;
 
   let entry: Entry;
@@ -144,7 +152,7 @@ export async function readTar(input: AsyncIterable<Uint8Array> | Uint8Array, opt
   try {
     for await (const entry of extract) {
       const data = await entryBytes(entry as unknown as AsyncIterable<Uint8Array>);
-      addEntry(tree, opts.origin, entry.header, data);
+      addEntry(tree, opts.origin, entry.header, data, opts.binaryXattrs ?? 'refuse');
     }
     await fed;
     if (feedError) throw feedError;

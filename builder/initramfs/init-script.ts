@@ -98,6 +98,7 @@ esac
 
 # Partitions appear asynchronously as their drivers probe: look until rootwait runs out.
 find_root() {
+	want=\${1:-$root}
 	found=
 	matches=0
 	labels=
@@ -113,7 +114,7 @@ find_root() {
 		done < "$u"
 		[ -n "$name" ] || continue
 		labels="$labels $name"
-		if [ "$name" = "$root" ] && [ -n "$devname" ]; then
+		if [ "$name" = "$want" ] && [ -n "$devname" ]; then
 			found="$found /dev/$devname"
 			matches=$((matches + 1))
 		fi
@@ -182,6 +183,47 @@ $bb mount -t squashfs -o ro "$dev" /newroot || fail "cannot mount $dev ($root) a
 for d in dev proc sys; do
 	[ -d /newroot/$d ] || fail "$root ($dev) has no /$d directory"
 done
+
+# A full OS root (rootfs.os) names the writable mounts it needs in rootfs.env: tmpfs /run and
+# /tmp, the image's /etc and /var under tmpfs overlays; then the site seed goes into /etc.
+osenv=/newroot/usr/lib/ossify/rootfs.env
+if [ -r "$osenv" ]; then
+	etc=
+	var=
+	while IFS='=' read -r k v; do
+		case $k in
+		OSSIFY_ETC) etc=$v ;;
+		OSSIFY_VAR) var=$v ;;
+		esac
+	done < "$osenv"
+	$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /newroot/run || fail "cannot mount a tmpfs on /run"
+	$bb mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /newroot/tmp || fail "cannot mount a tmpfs on /tmp"
+	overlay() {
+		rw=/newroot/run/ossify/$1
+		$bb mkdir -p $rw/upper $rw/work
+		err=$($bb mount -t overlay -o lowerdir=/newroot/$1,upperdir=$rw/upper,workdir=$rw/work overlay /newroot/$1 2>&1) ||
+			fail "cannot mount an overlay on /$1 (is the overlay module in kernel.modules?): \${err##*: }"
+	}
+	case $etc in
+	overlay) overlay etc ;;
+	readonly) ;;
+	*) fail "rootfs.env: OSSIFY_ETC=$etc is not overlay or readonly" ;;
+	esac
+	case $var in
+	tmpfs) overlay var ;;
+	*) fail "rootfs.env: OSSIFY_VAR=$var is not tmpfs" ;;
+	esac
+	# The site seed: a tar of etc/ files at the start of STATE, as the installer writes it.
+	find_root STATE
+	if [ "$matches" -eq 1 ] && [ "$($bb dd if=\${found# } bs=1 skip=257 count=5 2>/dev/null)" = ustar ]; then
+		if [ "$etc" = overlay ]; then
+			$bb tar -xf \${found# } -C /newroot && say 6 "site data from STATE applied to /etc" || say 3 "site data from STATE could not be applied"
+		else
+			say 4 "site data on STATE not applied: /etc is read-only (rootfs.os.etc: readonly)"
+		fi
+	fi
+fi
+
 say 6 "root $root is $dev\${slot:+ (slot $slot)}; $count modules loaded; starting /sbin/init"
 
 case " $cmdline " in

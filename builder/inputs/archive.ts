@@ -30,9 +30,9 @@ class GuardedTree extends FileTree {
 }
 
 /** Reads one (already decompressed) tar stream into a fresh tree, under the rules above. */
-export async function readArchive(chunks: AsyncIterable<Uint8Array> | Uint8Array, origin: string): Promise<FileTree> {
+export async function readArchive(chunks: AsyncIterable<Uint8Array> | Uint8Array, origin: string, opts: { binaryXattrs?: 'refuse' | 'drop' } = {}): Promise<FileTree> {
   const tree = new GuardedTree(origin);
-  await readTar(chunks, { origin, into: tree });
+  await readTar(chunks, { origin, into: tree, ...opts });
   tree.guarding = false;
   return tree;
 }

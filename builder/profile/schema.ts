@@ -202,6 +202,28 @@ export const SiteSettings = z
   .describe('Site data (fleet builds): a small seed applied over /etc at boot; the OS images stay the same for every site.');
 export type SiteSettings = z.infer<typeof SiteSettings>;
 
+/** A systemd unit name as `systemctl` takes it (containerd.service, my-agent.service). */
+const unitName = z
+  .string()
+  .regex(/^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|mount|path|timer|device|swap|scope|slice)$/, 'a systemd unit name such as containerd.service');
+
+export const RootfsOs = z
+  .strictObject({
+    init: z.literal('systemd').describe("The rootfs's /sbin/init is systemd (e.g. an oci: image of Debian with systemd-sysv)."),
+    etc: z
+      .enum(['overlay', 'readonly'])
+      .optional()
+      .describe('/etc at run time (default overlay: the image\'s /etc under a tmpfs overlay, so systemd can write machine-id and the site data lands there; readonly: the image\'s /etc as is, and systemd keeps a transient machine-id).'),
+    var: z
+      .enum(['tmpfs'])
+      .optional()
+      .describe('/var at run time (default tmpfs: the image\'s /var under a tmpfs overlay, fresh each boot).'),
+  })
+  .describe(
+    'A full OS as the root (the bootc / Kairos model): ossify adds only what a read-only, A/B-booted root needs: IMAGE_ID/IMAGE_VERSION in os-release, an empty /etc/machine-id (first-boot semantics), writable /etc, /var, /tmp and /run mounted by the initramfs (no fstab), the ESP on /efi for systemd-bless-boot, and the boot.health gate. See docs/real-os.md.',
+  );
+export type RootfsOs = z.infer<typeof RootfsOs>;
+
 export const Profile = z
   .strictObject({
     $schema: z.string().optional(),
@@ -239,6 +261,7 @@ export const Profile = z
       programs: z.array(Program).optional().describe('Programs added to the rootfs (after inputs) with their shared libraries.'),
       allRoot: z.boolean().default(true).describe('Make every file owned by root:root.'),
       squashfs: SquashfsSettings.prefault({}),
+      os: RootfsOs.optional(),
       verity: z
         .boolean()
         .optional()
@@ -259,6 +282,18 @@ export const Profile = z
             'How slots boot (default type1): Boot Loader Specification Type #1 entries (loader/entries/*.conf naming a kernel and initrd on the ESP), or signed-ready unified kernel images (Type #2, EFI/Linux/*.efi: systemd-stub with the kernel, initrd and command line inside one PE file).',
           ),
         secureBoot: SecureBootSettings.optional(),
+        health: z
+          .array(unitName)
+          .optional()
+          .describe(
+            'Units that must be active before a freshly written slot is blessed (rootfs.os with systemd: boot-complete.target requires them, so systemd-bless-boot only marks the entry good once they run; a unit that fails reboots the machine unblessed, and after boot.tries the previous slot boots again).',
+          ),
+        healthTimeout: z
+          .number()
+          .int()
+          .min(1)
+          .optional()
+          .describe('Seconds from boot the boot.health units may take before the machine reboots unblessed (default: no limit).'),
       })
       .prefault({}),
     disk: z
@@ -278,6 +313,14 @@ export const Profile = z
       ),
   })
   .superRefine((p, ctx) => {
+    if ((p.boot.health || p.boot.healthTimeout !== undefined) && p.rootfs.os?.init !== 'systemd') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['boot', p.boot.health ? 'health' : 'healthTimeout'],
+        // Read as the hint "boot.health must be <message>".
+        message: 'used with rootfs.os.init: systemd (with ossify\'s busybox init, the rootfs\'s own init decides when to bless: see docs/real-os.md)',
+      });
+    }
     if (p.initramfs.level !== undefined && p.initramfs.compression !== 'zstd' && p.initramfs.level > 9) {
       ctx.addIssue({
         code: 'custom',

@@ -16,6 +16,7 @@ import { InputError, OssifyError } from '../util/errors.ts';
  *   etc/hostname, etc/hosts    from `hostname`
  *   etc/network/interfaces     from `network` (ifupdown syntax, as busybox ifup reads it)
  *   etc/resolv.conf            from `network.dns`
+ *   etc/systemd/network/…      from `network`, for a systemd rootfs (rootfs.os)
  *   etc/ssl/certs/<name>.pem   from `certificates`
  *   …                          then `overlay:` (a directory's etc/ tree), then `files:`
  */
@@ -68,8 +69,25 @@ function underEtc(path: string): boolean {
 
 const PEM = /-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/;
 
-/** The site's files as a tree (root-owned, every time `epoch`). Local files are read here. */
-export async function siteTree(site: SiteSettings, epoch: number): Promise<FileTree> {
+/** The same network as a systemd-networkd .network file, for a systemd rootfs (rootfs.os). */
+function networkdFile(n: NonNullable<SiteSettings['network']>): string {
+  const lines = ['[Match]', `Name=${n.interface}`, '', '[Network]'];
+  if (n.dhcp) lines.push('DHCP=yes');
+  else {
+    lines.push(`Address=${n.address}`);
+    if (n.gateway) lines.push(`Gateway=${n.gateway}`);
+  }
+  for (const d of n.dns ?? []) lines.push(`DNS=${d}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export const NETWORKD_SITE_FILE = 'etc/systemd/network/10-ossify-site.network';
+
+/**
+ * The site's files as a tree (root-owned, every time `epoch`). Local files are read here.
+ * `networkd`: the rootfs is a systemd OS, so the network also goes into NETWORKD_SITE_FILE.
+ */
+export async function siteTree(site: SiteSettings, epoch: number, opts: { networkd?: boolean } = {}): Promise<FileTree> {
   checkSite(site);
   const dirMeta: Meta = { mode: 0o755, uid: 0, gid: 0, mtime: epoch };
   const tree = new FileTree(dirMeta);
@@ -89,6 +107,7 @@ export async function siteTree(site: SiteSettings, epoch: number): Promise<FileT
   if (site.network) {
     file('etc/network/interfaces', interfaces(site.network));
     if (site.network.dns?.length) file('etc/resolv.conf', site.network.dns.map((d) => `nameserver ${d}\n`).join(''));
+    if (opts.networkd) file(NETWORKD_SITE_FILE, networkdFile(site.network));
   }
   for (const [i, c] of (site.certificates ?? []).entries()) {
     let text: string;
