@@ -8,7 +8,8 @@ import { programsTree } from './elf/index.ts';
 import { loadKernel, resolveModules } from './kernel/index.ts';
 import { buildInitramfs, buildInitramfsTree } from './initramfs/index.ts';
 import { writeSquashfs } from './formats/squashfs/index.ts';
-import { BOOT_ARTIFACTS, buildEspTree, espBootFiles, type EspSpec } from './boot/esp.ts';
+import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, SYSTEMD_EFI_DIR, type EspSpec } from './boot/esp.ts';
+import { efiNames } from './arch.ts';
 // verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
@@ -170,9 +171,10 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         const p = ctx.loaded.profile;
         ctx.busybox = requireFile(await fetchInput(ctx, p.initramfs.busybox, log), 'bin/busybox', 'initramfs.busybox');
         const bootTree = await fetchInput(ctx, p.boot.systemdBoot, log);
-        ctx.systemdBoot = requireFile(bootTree, 'usr/lib/systemd/boot/efi/systemd-bootx64.efi', 'boot.systemdBoot');
+        const efi = efiNames(p.arch);
+        ctx.systemdBoot = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.systemdBoot}`, 'boot.systemdBoot');
         // verified boot (issue 8): systemd-stub ships in the same package as systemd-boot.
-        if (p.boot.entries === 'uki') ctx.stub = requireFile(bootTree, 'usr/lib/systemd/boot/efi/linuxx64.efi.stub', 'boot.systemdBoot (for boot.entries: uki)');
+        if (p.boot.entries === 'uki') ctx.stub = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.stub}`, 'boot.systemdBoot (for boot.entries: uki)');
         if (p.boot.secureBoot) ctx.secureBoot = await loadSecureBootKeys(p.boot.secureBoot.keys);
       },
     },
@@ -298,8 +300,9 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         const verity = slotVerity(ctx.verity);
         const file = async (name: string) => hostFileContent(join(ctx.work, name), (await stat(join(ctx.work, name))).size);
         const sb = p.boot.secureBoot;
-        const shared: Pick<EspSpec, 'systemdBoot' | 'timeout' | 'secureBoot'> = {
-          systemdBoot: ctx.secureBoot ? bytesContent(await signWithDb(await readContent(ctx.systemdBoot!), ctx.secureBoot, sb?.signer), 'systemd-bootx64.efi (signed)') : ctx.systemdBoot!,
+        const shared: Pick<EspSpec, 'arch' | 'systemdBoot' | 'timeout' | 'secureBoot'> = {
+          arch: p.arch,
+          systemdBoot: ctx.secureBoot ? bytesContent(await signWithDb(await readContent(ctx.systemdBoot!), ctx.secureBoot, sb?.signer), `${bootLoaderArtifact(p.arch)} (signed)`) : ctx.systemdBoot!,
           timeout: p.boot.timeout,
           ...(ctx.secureBoot ? { secureBoot: { enroll: sb?.enroll ?? 'force', auth: enrollmentFiles(ctx.secureBoot, baseDigestOf(ctx.loaded), ctx.loaded.epoch) } } : {}),
         };
@@ -314,6 +317,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         // fleet (issue 9): GUIDs and the FAT serial from the base digest: every site of a base has this same disk, its seed aside.
         const layout = abLayout({
           profileDigest: baseDigestOf(ctx.loaded),
+          arch: p.arch,
           esp: parseSize(p.disk.esp),
           root: parseSize(p.disk.root),
           state: parseSize(p.disk.state),

@@ -2,11 +2,14 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { qemuFor } from '../arch.ts';
 import { MissingToolError } from '../util/errors.ts';
-import { findOvmf } from './ovmf.ts';
+import { diskArch, findFirmware } from './ovmf.ts';
 
 export interface RunOptions {
   disk: string;
+  /** The guest's architecture (uname -m); default: the disk's, by its root partition type. */
+  arch?: string;
   /** Further raw disks attached after the boot disk (e.g. an installer payload). */
   extraDisks?: string[];
   expect?: RegExp;
@@ -38,16 +41,19 @@ export interface RunResult {
 }
 
 /**
- * Boots a raw disk image under OVMF with the serial console on a pipe. TCG by default:
- * on these machines /dev/kvm exists but OVMF crashes under it.
+ * Boots a raw disk image under UEFI (OVMF, AAVMF: builder/arch.ts) with the serial console on
+ * a pipe. TCG by default: on these machines /dev/kvm exists but OVMF crashes under it.
  */
 export async function runDisk(opts: RunOptions): Promise<RunResult> {
-  const fw = await findOvmf(opts.secureBoot ? 'secure-boot' : 'plain');
+  const arch = opts.arch ?? (await diskArch(opts.disk));
+  const q = qemuFor(arch);
+  const fw = await findFirmware(arch, opts.secureBoot ? 'secure-boot' : 'plain');
   const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
-  const vars = join(work, 'OVMF_VARS.fd');
+  const vars = join(work, 'VARS.fd');
   await copyFile(opts.varsFile ?? fw.vars, vars);
   const args = [
-    '-machine', opts.secureBoot ? 'q35,smm=on' : 'q35',
+    '-machine', opts.secureBoot ? (q.secureBootMachine ?? q.machine) : q.machine,
+    ...(q.cpu ? ['-cpu', q.cpu] : []),
     '-accel', opts.kvm ? 'kvm' : 'tcg',
     '-m', String(opts.memoryMiB ?? 512),
     '-smp', '1',
@@ -68,7 +74,7 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
   const started = performance.now();
   let log = '';
   let match: string | undefined;
-  const child = execa('qemu-system-x86_64', args, {
+  const child = execa(q.binary, args, {
     stdin: 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',
@@ -93,7 +99,7 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
   try {
     const r = await child;
     if ((r as { code?: string }).code === 'ENOENT') {
-      throw new MissingToolError('qemu-system-x86_64', 'qemu-system-x86', 'needed to boot images');
+      throw new MissingToolError(q.binary, q.package, `needed to boot ${arch} images`);
     }
     const result: RunResult = {
       log,
