@@ -9,7 +9,7 @@ import { loadKernel, resolveModules } from './kernel/index.ts';
 import { buildInitramfs, buildInitramfsTree } from './initramfs/index.ts';
 import { writeSquashfs } from './formats/squashfs/index.ts';
 import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, SYSTEMD_EFI_DIR, type EspSpec } from './boot/esp.ts';
-import { efiNames } from './arch.ts';
+import { DEFAULT_ARCH, efiNames } from './arch.ts';
 // verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
@@ -388,7 +388,9 @@ function serialFrom(digest: string): number {
 export function outputDirFor(outRoot: string, loaded: LoadedProfile): string {
   // fleet (issue 9): every site of one base has the base's name and version.
   const site = loaded.profile.site ? `-${loaded.profile.site.name}` : '';
-  return join(outRoot, `${loaded.profile.name}-${loaded.profile.version}${site}`);
+  // One release built for two architectures has one name: the other one's outputs go beside.
+  const arch = loaded.profile.arch === DEFAULT_ARCH ? '' : `-${loaded.profile.arch}`;
+  return join(outRoot, `${loaded.profile.name}-${loaded.profile.version}${site}${arch}`);
 }
 
 /**
