@@ -3,7 +3,7 @@ import { rootLabel, SLOTS, type Slot } from '../boot/entries.ts';
 import { archByRootType } from '../arch.ts';
 import { PARTITION_TYPES } from '../disk/layout.ts';
 import { InputError } from '../util/errors.ts';
-import type { Disk } from './disk.ts';
+import { openDisk, type Disk } from './disk.ts';
 
 export interface DiskPartition {
   number: number;
@@ -66,4 +66,15 @@ export async function probeLayout(disk: Disk): Promise<OssifyLayout> {
   const arch = archByRootType(roots.a.typeGuid)?.uname;
   if (!arch) throw notOssify(`ROOT-A has type ${roots.a.typeGuid}, which is no known root partition type`);
   return { diskGuid: gpt.diskGuid, partitions, esp, roots, state: byLabel('STATE'), arch, backupValid: gpt.backupValid };
+}
+
+/** The architecture an ossify disk's root partitions are typed for; undefined for any other disk. */
+export async function diskArch(path: string): Promise<string | undefined> {
+  const disk = await openDisk(path, { write: false }).catch(() => undefined);
+  if (!disk) return undefined;
+  try {
+    return (await probeLayout(disk).catch(() => undefined))?.arch;
+  } finally {
+    await disk.close();
+  }
 }

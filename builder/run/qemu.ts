@@ -2,13 +2,14 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { qemuFor } from '../arch.ts';
+import { DEFAULT_ARCH, qemuFor } from '../arch.ts';
+import { diskArch } from '../installer/layout.ts';
 import { MissingToolError } from '../util/errors.ts';
-import { diskArch, findFirmware } from './ovmf.ts';
+import { findFirmware } from './ovmf.ts';
 
 export interface RunOptions {
   disk: string;
-  /** The guest's architecture (uname -m); default: the disk's, by its root partition type. */
+  /** The guest's architecture (uname -m); default: an ossify disk's (its root partition type), else DEFAULT_ARCH. */
   arch?: string;
   /** Further raw disks attached after the boot disk (e.g. an installer payload). */
   extraDisks?: string[];
@@ -45,7 +46,7 @@ export interface RunResult {
  * a pipe. TCG by default: on these machines /dev/kvm exists but OVMF crashes under it.
  */
 export async function runDisk(opts: RunOptions): Promise<RunResult> {
-  const arch = opts.arch ?? (await diskArch(opts.disk));
+  const arch = opts.arch ?? (await diskArch(opts.disk)) ?? DEFAULT_ARCH;
   const q = qemuFor(arch);
   const fw = await findFirmware(arch, opts.secureBoot ? 'secure-boot' : 'plain');
   const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
