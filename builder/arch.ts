@@ -36,6 +36,8 @@ export interface ArchInfo {
   efi: string;
   /** ELF e_machine. */
   elfMachine: number;
+  /** PE/COFF Machine of its EFI binaries (systemd-boot, an EFI-stub kernel). */
+  peMachine: number;
   /** Debian multiarch triplet: `lib/<triplet>` is where ld.so looks first. */
   multiarch: string;
   /** Root partition type GUID of the Discoverable Partitions Specification. */
@@ -54,6 +56,7 @@ export const ARCHES = {
     node: 'x64',
     efi: 'x64',
     elfMachine: 62,
+    peMachine: 0x8664,
     multiarch: 'x86_64-linux-gnu',
     rootType: '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
     qemu: {
@@ -78,6 +81,7 @@ export const ARCHES = {
     node: 'arm64',
     efi: 'aa64',
     elfMachine: 183,
+    peMachine: 0xaa64,
     multiarch: 'aarch64-linux-gnu',
     rootType: 'B921B045-1DF0-41C3-AF44-4C6F280D3FAE',
     qemu: {
@@ -100,6 +104,7 @@ export const ARCHES = {
     node: 'riscv64',
     efi: 'riscv64',
     elfMachine: 243,
+    peMachine: 0x5064,
     multiarch: 'riscv64-linux-gnu',
     rootType: '72EC70A6-CF74-40E6-BD49-4BDA08E8F224',
   },
@@ -110,6 +115,7 @@ export const ARCHES = {
     node: 'ia32',
     efi: 'ia32',
     elfMachine: 3,
+    peMachine: 0x14c,
     multiarch: 'i386-linux-gnu',
     rootType: '44479540-F297-41B2-9AF7-D131D5F0458A',
   },
@@ -120,6 +126,7 @@ export const ARCHES = {
     node: 'arm',
     efi: 'arm',
     elfMachine: 40,
+    peMachine: 0x1c4,
     multiarch: 'arm-linux-gnueabihf',
     rootType: '69DAD710-2CE4-4E3C-B16C-21A1D49ABED3',
   },
@@ -159,6 +166,10 @@ export function hostArch(): string {
 
 export function archByElfMachine(machine: number): ArchInfo | undefined {
   return ALL.find((a) => a.elfMachine === machine);
+}
+
+export function archByPeMachine(machine: number): ArchInfo | undefined {
+  return ALL.find((a) => a.peMachine === machine);
 }
 
 export function archByRootType(guid: string): ArchInfo | undefined {

@@ -10,6 +10,7 @@ import { buildInitramfs, buildInitramfsTree } from './initramfs/index.ts';
 import { writeSquashfs } from './formats/squashfs/index.ts';
 import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, SYSTEMD_EFI_DIR, type EspSpec } from './boot/esp.ts';
 import { DEFAULT_ARCH, efiNames } from './arch.ts';
+import { assertBinaryArch } from './arch-check.ts';
 // verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
@@ -148,6 +149,11 @@ function osRelease(p: LoadedProfile): string {
   ].join('\n');
 }
 
+/** An input's kernel, busybox or boot loader must run on the profile's architecture (`hint`: how to get one that does). */
+async function checkArch(ctx: Ctx, content: Content, what: string, hint: string): Promise<void> {
+  assertBinaryArch(await readContent(content), ctx.loaded.profile.arch, what, hint);
+}
+
 /** Directories every root needs as mount points, even when no input provides them. */
 const ROOT_SKELETON = ['dev', 'proc', 'sys', 'run', 'tmp', 'mnt'];
 
@@ -159,6 +165,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       name: 'kernel input',
       async run(ctx, log) {
         const { tree, kernel: k } = await loadKernel(await fetchInput(ctx, ctx.loaded.profile.kernel.input, log), 'kernel.input');
+        await checkArch(ctx, k.vmlinuz, `kernel.input: ${k.vmlinuzPath}`, 'use a kernel package of that architecture (e.g. linux-image-cloud-arm64 for aarch64)');
         ctx.kernelTree = tree;
         ctx.kernelVersion = k.version;
         ctx.vmlinuz = k.vmlinuz;
@@ -170,10 +177,12 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       async run(ctx, log) {
         const p = ctx.loaded.profile;
         ctx.busybox = requireFile(await fetchInput(ctx, p.initramfs.busybox, log), 'bin/busybox', 'initramfs.busybox');
+        await checkArch(ctx, ctx.busybox, 'initramfs.busybox: bin/busybox', 'use a static busybox of that architecture (deb: busybox-static is fetched for it)');
         const bootTree = await fetchInput(ctx, p.boot.systemdBoot, log);
         const efi = efiNames(p.arch);
         ctx.systemdBoot = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.systemdBoot}`, 'boot.systemdBoot');
         // verified boot (issue 8): systemd-stub ships in the same package as systemd-boot.
+        await checkArch(ctx, ctx.systemdBoot, `boot.systemdBoot: ${efi.systemdBoot}`, 'use systemd-boot-efi of that architecture');
         if (p.boot.entries === 'uki') ctx.stub = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.stub}`, 'boot.systemdBoot (for boot.entries: uki)');
         if (p.boot.secureBoot) ctx.secureBoot = await loadSecureBootKeys(p.boot.secureBoot.keys);
       },

@@ -2,10 +2,10 @@ import { execa } from 'execa';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { assertBinaryArch, binaryMachine } from '../builder/arch-check.ts';
 import { ARCHES, archInfo, BUILD_ARCHES, efiNames, hostArch, normaliseArch, type ArchInfo } from '../builder/arch.ts';
 import { resolveDebInput } from '../builder/inputs/deb-input.ts';
 import { loadInput } from '../builder/inputs/index.ts';
-import { assertElfArch } from '../builder/oci/installer-image.ts';
 import { platformForArch } from '../builder/oci/media-types.ts';
 import { DebInput } from '../builder/profile/schema.ts';
 import { readContent } from '../builder/tree/content.ts';
@@ -60,14 +60,23 @@ describe('the architecture table', () => {
     writeFileSync(file, bytes);
     const machine = /Machine:\s+(.*)/.exec((await execa('readelf', ['-h', file])).stdout)?.[1];
     expect(machine).toBe({ x86_64: 'Advanced Micro Devices X86-64', aarch64: 'AArch64' }[arch]);
-    expect(() => assertElfArch(bytes, arch, file)).not.toThrow();
+    expect(binaryMachine(bytes)).toEqual({ format: 'ELF', machine: a.elfMachine, arch });
     const other = BUILD_ARCHES.find((x) => x !== arch)!;
-    expect(() => assertElfArch(bytes, other, file)).toThrow(new RegExp(`built for ${arch}, but the build is ${other}`));
+    expect(() => assertBinaryArch(bytes, other, file, '')).toThrow(new RegExp(`built for ${arch}, but the build is ${other}`));
 
     const names = efiNames(arch);
     const efiDir = 'usr/lib/systemd/boot/efi';
     expect(debs.tree.children(efiDir)).toEqual(expect.arrayContaining([names.systemdBoot, names.stub]));
     expect(names.removable).toBe(`EFI/BOOT/BOOT${a.efi.toUpperCase()}.EFI`);
+    // The PE machine, as file(1) names it (binutils on x86-64 cannot read an arm64 PE).
+    const sd = debs.tree.resolve(`${efiDir}/${names.systemdBoot}`);
+    if (sd?.type !== 'file') throw new Error(`no ${names.systemdBoot}`);
+    const sdBytes = await readContent(sd.content);
+    expect(binaryMachine(sdBytes)).toEqual({ format: 'PE', machine: a.peMachine, arch });
+    const sdFile = join(work.path, names.systemdBoot);
+    writeFileSync(sdFile, sdBytes);
+    needTool('file', 'file');
+    expect((await execa('file', ['-b', sdFile])).stdout).toMatch({ x86_64: /^PE32\+ executable \(EFI application\) x86-64/, aarch64: /^PE32\+ executable \(EFI application\) Aarch64/ }[arch]);
   });
 
   it('has a QEMU and UEFI firmware for every buildable architecture', async () => {

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { type TarEntry, writeTar } from '../formats/tar.ts';
 import { type Content, bytesContent, hostFileContent, readContent, textContent } from '../tree/content.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
-import { archByElfMachine, findArch } from '../arch.ts';
+import { assertBinaryArch } from '../arch-check.ts';
 import { canonicalJson, sha256Hex } from '../util/hash.ts';
 import { gcLayout, hasBlob, initLayout, putBlobBytes, putBlobStream, putJson, readIndex, readManifest, writeIndex } from './layout.ts';
 import { ANNOTATION, type Descriptor, type ImageManifest, MT, type Platform, platformForArch } from './media-types.ts';
@@ -188,17 +188,6 @@ export function assertStaticElf(bytes: Uint8Array, origin: string): void {
   }
 }
 
-/** Refuses a busybox for another architecture than the build's: it would not run. */
-export function assertElfArch(bytes: Uint8Array, arch: string, origin: string): void {
-  const want = findArch(arch)?.elfMachine;
-  if (want === undefined || bytes.length < 20) return;
-  const machine = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint16(18, bytes[5] === 1);
-  if (machine !== want) {
-    const name = archByElfMachine(machine)?.uname ?? `e_machine ${machine}`;
-    throw new InputError(`${origin} is built for ${name}, but the build is ${arch}`, { hint: `pass a static busybox for ${arch} (busybox-static of that architecture)` });
-  }
-}
-
 /** release.json: stable key order, one artifact per line so the script can read it without jq. */
 export function encodeRelease(r: Release): string {
   const lines: string[] = ['{'];
@@ -316,7 +305,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   const busyboxBytes = opts.busybox instanceof Uint8Array ? opts.busybox : await readContent(opts.busybox);
   const busyboxOrigin = opts.busybox instanceof Uint8Array ? 'busybox' : opts.busybox.origin;
   assertStaticElf(busyboxBytes, busyboxOrigin);
-  assertElfArch(busyboxBytes, build.arch, busyboxOrigin);
+  assertBinaryArch(busyboxBytes, build.arch, busyboxOrigin, `pass a static busybox for ${build.arch} (busybox-static of that architecture)`);
 
   const payloadNames = [...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL.filter((n) => build.artifacts[n] !== undefined)];
   for (const n of PAYLOAD_REQUIRED) {
