@@ -201,7 +201,7 @@ function prepare(outDir: string, record: BuildRecord, p: Profile, dir: string): 
   const want = sha256(readFileSync(initrd));
   const espInitrd = walk(espTree).find((f) => statSync(f).size === statSync(initrd).size && sha256(readFileSync(f)) === want);
   if (!espInitrd) log('ossify\'s initramfs.img is not on the ESP; the host side copies the ESP files as they are');
-  const layout = abLayout({ profileDigest: record.baseDigest ?? record.profileDigest, esp: parseSize(p.disk.esp), root: parseSize(p.disk.root), state: parseSize(p.disk.state) });
+  const layout = abLayout({ profileDigest: record.baseDigest ?? record.profileDigest, arch: record.arch, esp: parseSize(p.disk.esp), root: parseSize(p.disk.root), state: parseSize(p.disk.state) });
   return { rootTree, initrdTree, espTree, espInitrd: espInitrd && relative(espTree, espInitrd), record, diskGuid: layout.diskGuid, diskSize: diskSizeFor(layout), espSerial: serial };
 }
 

@@ -8,7 +8,9 @@ import { programsTree } from './elf/index.ts';
 import { loadKernel, resolveModules } from './kernel/index.ts';
 import { buildInitramfs, buildInitramfsTree } from './initramfs/index.ts';
 import { writeSquashfs } from './formats/squashfs/index.ts';
-import { BOOT_ARTIFACTS, buildEspTree, espBootFiles, type EspSpec } from './boot/esp.ts';
+import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, SYSTEMD_EFI_DIR, type EspSpec } from './boot/esp.ts';
+import { DEFAULT_ARCH, efiNames } from './arch.ts';
+import { assertBinaryArch } from './arch-check.ts';
 // verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
@@ -161,6 +163,11 @@ function osRelease(p: LoadedProfile): string {
   ].join('\n');
 }
 
+/** An input's kernel, busybox or boot loader must run on the profile's architecture (`hint`: how to get one that does). */
+async function checkArch(ctx: Ctx, content: Content, what: string, hint: string): Promise<void> {
+  assertBinaryArch(await readContent(content), ctx.loaded.profile.arch, what, hint);
+}
+
 /** Directories every root needs as mount points, even when no input provides them. */
 const ROOT_SKELETON = ['dev', 'proc', 'sys', 'run', 'tmp', 'mnt'];
 
@@ -172,6 +179,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       name: 'kernel input',
       async run(ctx, log) {
         const { tree, kernel: k } = await loadKernel(await fetchInput(ctx, ctx.loaded.profile.kernel.input, log), 'kernel.input');
+        await checkArch(ctx, k.vmlinuz, `kernel.input: ${k.vmlinuzPath}`, 'use a kernel package of that architecture (e.g. linux-image-cloud-arm64 for aarch64)');
         ctx.kernelTree = tree;
         ctx.kernelVersion = k.version;
         ctx.vmlinuz = k.vmlinuz;
@@ -183,10 +191,13 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       async run(ctx, log) {
         const p = ctx.loaded.profile;
         ctx.busybox = requireFile(await fetchInput(ctx, p.initramfs.busybox, log), 'bin/busybox', 'initramfs.busybox');
+        await checkArch(ctx, ctx.busybox, 'initramfs.busybox: bin/busybox', 'use a static busybox of that architecture (deb: busybox-static is fetched for it)');
         const bootTree = await fetchInput(ctx, p.boot.systemdBoot, log);
-        ctx.systemdBoot = requireFile(bootTree, 'usr/lib/systemd/boot/efi/systemd-bootx64.efi', 'boot.systemdBoot');
+        const efi = efiNames(p.arch);
+        ctx.systemdBoot = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.systemdBoot}`, 'boot.systemdBoot');
         // verified boot (issue 8): systemd-stub ships in the same package as systemd-boot.
-        if (p.boot.entries === 'uki') ctx.stub = requireFile(bootTree, 'usr/lib/systemd/boot/efi/linuxx64.efi.stub', 'boot.systemdBoot (for boot.entries: uki)');
+        await checkArch(ctx, ctx.systemdBoot, `boot.systemdBoot: ${efi.systemdBoot}`, 'use systemd-boot-efi of that architecture');
+        if (p.boot.entries === 'uki') ctx.stub = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.stub}`, 'boot.systemdBoot (for boot.entries: uki)');
         if (p.boot.secureBoot) ctx.secureBoot = await loadSecureBootKeys(p.boot.secureBoot.keys);
       },
     },
@@ -322,8 +333,9 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         const verity = slotVerity(ctx.verity);
         const file = async (name: string) => hostFileContent(join(ctx.work, name), (await stat(join(ctx.work, name))).size);
         const sb = p.boot.secureBoot;
-        const shared: Pick<EspSpec, 'systemdBoot' | 'timeout' | 'secureBoot'> = {
-          systemdBoot: ctx.secureBoot ? bytesContent(await signWithDb(await readContent(ctx.systemdBoot!), ctx.secureBoot, sb?.signer), 'systemd-bootx64.efi (signed)') : ctx.systemdBoot!,
+        const shared: Pick<EspSpec, 'arch' | 'systemdBoot' | 'timeout' | 'secureBoot'> = {
+          arch: p.arch,
+          systemdBoot: ctx.secureBoot ? bytesContent(await signWithDb(await readContent(ctx.systemdBoot!), ctx.secureBoot, sb?.signer), `${bootLoaderArtifact(p.arch)} (signed)`) : ctx.systemdBoot!,
           timeout: p.boot.timeout,
           ...(ctx.secureBoot ? { secureBoot: { enroll: sb?.enroll ?? 'force', auth: enrollmentFiles(ctx.secureBoot, baseDigestOf(ctx.loaded), ctx.loaded.epoch) } } : {}),
         };
@@ -338,6 +350,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         // fleet (issue 9): GUIDs and the FAT serial from the base digest: every site of a base has this same disk, its seed aside.
         const layout = abLayout({
           profileDigest: baseDigestOf(ctx.loaded),
+          arch: p.arch,
           esp: parseSize(p.disk.esp),
           root: parseSize(p.disk.root),
           state: parseSize(p.disk.state),
@@ -415,7 +428,9 @@ function serialFrom(digest: string): number {
 export function outputDirFor(outRoot: string, loaded: LoadedProfile): string {
   // fleet (issue 9): every site of one base has the base's name and version.
   const site = loaded.profile.site ? `-${loaded.profile.site.name}` : '';
-  return join(outRoot, `${loaded.profile.name}-${loaded.profile.version}${site}`);
+  // One release built for two architectures has one name: the other one's outputs go beside.
+  const arch = loaded.profile.arch === DEFAULT_ARCH ? '' : `-${loaded.profile.arch}`;
+  return join(outRoot, `${loaded.profile.name}-${loaded.profile.version}${site}${arch}`);
 }
 
 /**

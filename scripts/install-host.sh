@@ -10,6 +10,10 @@ mapfile -t pkgs < <(cat "${lists[@]}" | grep -v '^\s*#' | grep -v '^\s*$' | sort
 sudo_=()
 [ "$(id -u)" -eq 0 ] || sudo_=(sudo)
 export DEBIAN_FRONTEND=noninteractive
+# aarch64 profiles fetch their packages for arm64 (apt-get download PKG:arm64).
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  "${sudo_[@]}" dpkg --add-architecture arm64
+fi
 "${sudo_[@]}" apt-get update
 "${sudo_[@]}" apt-get install -y --no-install-recommends "${pkgs[@]}"
 ./scripts/install-runtime.sh

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { planPartitions, writeGpt } from '../builder/formats/gpt.ts';
 import { diskPayload, PAYLOAD_BLOCK } from '../builder/iso/payload.ts';
 import { PARTITION_TYPES } from '../builder/disk/layout.ts';
+import { ARCHES } from '../builder/arch.ts';
 import { derivedGuid } from '../builder/util/guid.ts';
 import { fileHandleSink } from '../builder/util/sink.ts';
 import { tempDir } from './helpers/oracle-formats.ts';
@@ -26,8 +27,8 @@ describe('the ISO installer payload', () => {
       const spec = (name: string, typeGuid: string, bytes: number) => ({ name, typeGuid, guid: derivedGuid('p', name), size: bytes });
       const partitions = planPartitions(size, [
         spec('ESP', PARTITION_TYPES.esp, 3 * MiB),
-        spec('ROOT-A', PARTITION_TYPES.rootX86_64, 3 * MiB),
-        spec('ROOT-B', PARTITION_TYPES.rootX86_64, 2 * MiB),
+        spec('ROOT-A', ARCHES.x86_64.rootType, 3 * MiB),
+        spec('ROOT-B', ARCHES.x86_64.rootType, 2 * MiB),
         spec('STATE', PARTITION_TYPES.linuxData, 2 * MiB),
       ]);
       const fh = await open(disk, 'w+');

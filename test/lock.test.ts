@@ -63,10 +63,10 @@ describe('ossify lock and build --frozen', () => {
     const doc = parse(await readFile(file, 'utf8')) as { sources: { source: Record<string, unknown>; usedBy: string[]; deb?: { package: string; sha256: string }[]; tar?: { sha256: string } }[] };
     const bySource = new Map(doc.sources.map((s) => [JSON.stringify(s.source), s]));
     expect(bySource.get(JSON.stringify({ tar: 'extra.tar.gz' }))?.tar?.sha256).toMatch(/^[0-9a-f]{64}$/);
-    const crypt = bySource.get(JSON.stringify({ deb: ['cryptsetup-bin'], depends: true }))!;
+    const crypt = bySource.get(JSON.stringify({ deb: ['cryptsetup-bin'], depends: true, arch: 'amd64' }))!;
     expect(crypt.usedBy).toEqual(['initramfs.programs[0].from', 'rootfs.programs[0].from']);
     expect(crypt.deb!.map((p) => p.package)).toEqual(expect.arrayContaining(['cryptsetup-bin', 'libcryptsetup12', 'libc6', 'libssl3']));
-    expect(bySource.get(JSON.stringify({ deb: ['busybox-static'], depends: false }))?.usedBy).toEqual(['initramfs.busybox', 'rootfs.inputs[0]']);
+    expect(bySource.get(JSON.stringify({ deb: ['busybox-static'], depends: false, arch: 'amd64' }))?.usedBy).toEqual(['initramfs.busybox', 'rootfs.inputs[0]']);
 
     const a = await build(join(dir, 'out-a'));
     expect(a.exitCode, a.stderr).toBe(0);

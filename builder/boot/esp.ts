@@ -1,3 +1,4 @@
+import { BUILD_ARCHES, efiNames } from '../arch.ts';
 import type { Content } from '../tree/content.ts';
 import { bytesContent, textContent } from '../tree/content.ts';
 import { FileTree } from '../tree/tree.ts';
@@ -10,19 +11,28 @@ export const SECURE_BOOT_KEYS_DIR = 'loader/keys/auto';
  * The files every slot shares on the ESP, as build artifacts and installer payload files (so
  * a disk installed or upgraded from a registry image gets what the build's disk.raw has):
  * systemd-boot as the ESP holds it (signed with the db key under Secure Boot), loader.conf,
- * and the Secure Boot keys systemd-boot enrols, when the build has them.
+ * and the Secure Boot keys systemd-boot enrols, when the build has them. systemd-boot's name
+ * carries the architecture (systemd-bootx64.efi, systemd-bootaa64.efi: builder/arch.ts).
  */
-export const BOOT_LOADER_ARTIFACT = 'systemd-bootx64.efi';
+export const bootLoaderArtifact = (arch: string) => efiNames(arch).systemdBoot;
+export const BOOT_LOADER_ARTIFACTS = BUILD_ARCHES.map(bootLoaderArtifact);
 export const LOADER_CONF_ARTIFACT = 'loader.conf';
 export const AUTH_NAMES = ['PK', 'KEK', 'db'] as const;
 export const authArtifact = (k: (typeof AUTH_NAMES)[number]) => `${k}.auth`;
-export const BOOT_ARTIFACTS = [BOOT_LOADER_ARTIFACT, LOADER_CONF_ARTIFACT, ...AUTH_NAMES.map(authArtifact)] as const;
+export const BOOT_ARTIFACTS = [...BOOT_LOADER_ARTIFACTS, LOADER_CONF_ARTIFACT, ...AUTH_NAMES.map(authArtifact)];
 /** Where systemd-boot goes: the removable-media path the firmware starts, and systemd's own. */
-export const BOOT_LOADER_PATHS = ['EFI/BOOT/BOOTX64.EFI', 'EFI/systemd/systemd-bootx64.efi'] as const;
+export function bootLoaderPaths(arch: string): [string, string] {
+  const n = efiNames(arch);
+  return [n.removable, `EFI/systemd/${n.systemdBoot}`];
+}
+/** Where Debian's systemd-boot-efi installs systemd-boot and systemd-stub. */
+export const SYSTEMD_EFI_DIR = 'usr/lib/systemd/boot/efi';
 export const LOADER_CONF_PATH = 'loader/loader.conf';
 
 export interface EspSpec {
-  /** systemd-bootx64.efi, signed when the image is for Secure Boot. */
+  /** The architecture (uname -m): names systemd-boot's files. */
+  arch: string;
+  /** systemd-boot<efi suffix>.efi, signed when the image is for Secure Boot. */
   systemdBoot: Content;
   /** Slot A's entry (Type #1), or what names its UKI (generation, slot). */
   entry: EntrySpec;
@@ -51,7 +61,7 @@ export function buildEspTree(spec: EspSpec): FileTree {
     t.set(path, { type: 'file', ...meta, content });
   };
   const shared = espBootFiles(spec);
-  for (const p of BOOT_LOADER_PATHS) file(p, shared[BOOT_LOADER_ARTIFACT]!);
+  for (const p of bootLoaderPaths(spec.arch)) file(p, shared[bootLoaderArtifact(spec.arch)]!);
   file(LOADER_CONF_PATH, shared[LOADER_CONF_ARTIFACT]!);
   for (const k of AUTH_NAMES) {
     const c = shared[authArtifact(k)];
@@ -72,10 +82,10 @@ export function buildEspTree(spec: EspSpec): FileTree {
 }
 
 /** The shared boot files of an ESP by artifact name (see BOOT_ARTIFACTS); the keys only when systemd-boot is to enrol them. */
-export function espBootFiles(spec: Pick<EspSpec, 'systemdBoot' | 'timeout' | 'secureBoot'>): Partial<Record<(typeof BOOT_ARTIFACTS)[number], Content>> {
+export function espBootFiles(spec: Pick<EspSpec, 'arch' | 'systemdBoot' | 'timeout' | 'secureBoot'>): Partial<Record<string, Content>> {
   const enroll = spec.secureBoot && spec.secureBoot.enroll !== 'off' && spec.secureBoot.auth ? spec.secureBoot.enroll : undefined;
-  const out: Partial<Record<(typeof BOOT_ARTIFACTS)[number], Content>> = {
-    [BOOT_LOADER_ARTIFACT]: spec.systemdBoot,
+  const out: Partial<Record<string, Content>> = {
+    [bootLoaderArtifact(spec.arch)]: spec.systemdBoot,
     [LOADER_CONF_ARTIFACT]: textContent(loaderConf({ timeout: spec.timeout, ...(enroll ? { secureBootEnroll: enroll } : {}) })),
   };
   if (enroll) for (const k of AUTH_NAMES) out[authArtifact(k)] = bytesContent(spec.secureBoot!.auth![k], authArtifact(k));

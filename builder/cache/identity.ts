@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { resolveDebInput } from '../inputs/deb-input.ts';
+import { debArch, debResolutionKey, resolveDebInput } from '../inputs/deb-input.ts';
 import { memoDebResolution } from '../inputs/deb-resolve-memo.ts';
 import type { InputContext, InputLock } from '../inputs/types.ts';
 import { profileInputs } from '../lock/sources.ts';
@@ -111,7 +111,7 @@ type DebSpec = Extract<Input, { deb: unknown }>;
 async function debResolution(input: DebSpec, identified: unknown, opts: IdentifyOptions): Promise<unknown> {
   const pin = opts.lock?.pin(input);
   if (pin && 'deb' in pin) return pin.deb.map((p) => ({ package: p.package, version: p.version, sha256: p.sha256 }));
-  const pins = await memoDebResolution(opts.memoDir ?? join(opts.cacheDir, 'stages'), identified, () => resolveDebInput(input));
+  const pins = await memoDebResolution(opts.memoDir ?? join(opts.cacheDir, 'stages'), identified, () => resolveDebInput(input, debArch(opts.arch)));
   return pins.map((x) => ({ package: x.package, version: x.version, sha256: x.sha256 }));
 }
 
@@ -152,7 +152,7 @@ export async function identifyProfile(loaded: LoadedProfile, opts: IdentifyOptio
     originals.map(async ({ input }, i) => {
       const copy = copies[i]!.input as Input & { resolved?: unknown };
       try {
-        if ('deb' in input) copy.resolved = await debResolution(input, { deb: (copy as DebSpec).deb, depends: input.depends }, opts);
+        if ('deb' in input) copy.resolved = await debResolution(input, debResolutionKey({ deb: (copy as DebSpec).deb, depends: input.depends }, opts.arch), opts);
         else if ('oci' in input) copy.resolved = await ociResolution(input, opts);
       } catch (err) {
         copy.resolved = { error: err instanceof Error ? err.message : String(err) };

@@ -27,7 +27,7 @@ export function registerInstallCommand(program: Command): void {
     .option('--esp-size <size>', 'ESP size (default: the release build\'s)')
     .option('--root-size <size>', 'size of each root slot (default: the release build\'s)')
     .option('--cmdline <args>', 'kernel arguments besides the slot\'s own (default: the release build\'s)')
-    .option('--systemd-boot <file>', 'systemd-bootx64.efi to install (default: the release build\'s, else Debian\'s systemd-boot-efi)')
+    .option('--systemd-boot <file>', 'systemd-boot EFI binary to install (systemd-bootx64.efi, systemd-bootaa64.efi; default: the release build\'s, else Debian\'s systemd-boot-efi of the release\'s architecture)')
     .option('--timeout <seconds>', 'boot menu timeout (default: the release build\'s, else 0)')
     .option('--arch <arch>', 'target architecture (default: this machine\'s)')
     .option('--cache-dir <dir>', 'input cache for fetching systemd-boot-efi', join('out', 'cache'))

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { access, open } from 'node:fs/promises';
+import { archInfo } from '../arch.ts';
 import { runDisk, type RunOptions } from '../run/qemu.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { isIso9660 } from '../formats/iso9660.ts';
@@ -20,10 +21,11 @@ async function isIsoFile(path: string): Promise<boolean> {
 export function registerRunCommand(program: Command): void {
   program
     .command('run')
-    .description('boot a disk image in QEMU with OVMF, serial console on stdout')
+    .description('boot a disk image in QEMU with UEFI firmware (OVMF, or AAVMF for aarch64 disks), serial console on stdout')
     .argument('<disk>', 'disk image: raw, qcow2, VHD or VMDK (detected from its bytes), or an installer ISO: it boots as a CD-ROM and the first --disk is the disk it installs to')
     .option('--expect <regex>', 'succeed only if the console prints a match')
     .option('--timeout <seconds>', 'kill the VM after this many seconds', '120')
+    .option('--arch <arch>', 'the guest architecture (default: the disk\'s, by its root partition type)')
     .option('--kvm', 'use KVM instead of TCG software emulation')
     .option('--memory <MiB>', 'guest memory', '512')
     .option('--snapshot', 'do not write to the disk image')
@@ -32,7 +34,7 @@ export function registerRunCommand(program: Command): void {
     .option('--secure-boot', 'boot with the Secure Boot OVMF build (enforced once keys are enrolled; a fresh VM starts in setup mode, where systemd-boot enrols the image\'s loader/keys/auto keys and resets)')
     .option('--vars <file>', 'start from these OVMF variables (e.g. with keys already enrolled) instead of a blank store')
     .option('--json', 'print the result as JSON instead of the console')
-    .action(async (disk: string, o: { expect?: string; timeout: string; kvm?: boolean; memory: string; snapshot?: boolean; reboot: boolean; disk?: string[]; json?: boolean; secureBoot?: boolean; vars?: string }) => {
+    .action(async (disk: string, o: { arch?: string; expect?: string; timeout: string; kvm?: boolean; memory: string; snapshot?: boolean; reboot: boolean; disk?: string[]; json?: boolean; secureBoot?: boolean; vars?: string }) => {
       await access(disk).catch(() => {
         throw new InputError(`disk image ${disk} does not exist`);
       });
@@ -61,6 +63,7 @@ export function registerRunCommand(program: Command): void {
         });
       }
       if (expect) opts.expect = expect;
+      if (o.arch !== undefined) opts.arch = archInfo(o.arch).uname;
       if (o.kvm) opts.kvm = true;
       if (o.snapshot) opts.snapshot = true;
       if (o.secureBoot) opts.secureBoot = true;

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { diskArch } from '../installer/layout.ts';
 import { upgrade } from '../installer/upgrade.ts';
 import { addSourceOptions, intFlag, sourceFromFlags, stderrLog, type SourceCliFlags } from '../installer/cli-support.ts';
 
@@ -20,13 +21,15 @@ export function registerUpgradeCommand(program: Command): void {
     .requiredOption('--disk <file>', 'ossify disk image file or block device (not mounted)')
     .option('--tries <n>', 'boot attempts before the new slot counts as bad', '3')
     .option('--cmdline <args>', 'kernel arguments besides the slot\'s own (default: the release build\'s, else the active entry\'s)')
-    .option('--arch <arch>', 'architecture to take from a multi-arch image index')
+    .option('--arch <arch>', 'architecture to take from a multi-arch image index (default: the disk\'s)')
     .option('--force', 'upgrade even while the next-boot slot is still on trial')
     .option('--replace-site', 'write a site release\'s data to STATE even when the disk holds another site\'s')
     .option('--json', 'print the result as JSON')
     .action(async (f: UpgradeFlags) => {
       const tries = intFlag(f.tries, '--tries', 1, 9)!;
-      const source = await sourceFromFlags(f);
+      // From a multi-arch index, the image of the disk's architecture.
+      const arch = f.arch ?? (f.image !== undefined ? await diskArch(f.disk) : undefined);
+      const source = await sourceFromFlags({ ...f, ...(arch !== undefined ? { arch } : {}) });
       try {
         const r = await upgrade({
           disk: f.disk,

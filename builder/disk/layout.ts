@@ -1,9 +1,9 @@
+import { archInfo } from '../arch.ts';
 import { derivedGuid } from '../util/guid.ts';
 
-/** GPT partition type GUIDs (Discoverable Partitions Specification). */
+/** GPT partition type GUIDs (Discoverable Partitions Specification); root types are per architecture (builder/arch.ts). */
 export const PARTITION_TYPES = {
   esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
-  rootX86_64: '4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709',
   linuxData: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
 } as const;
 
@@ -22,10 +22,11 @@ export interface DiskLayout {
 export const MiB = 1 << 20;
 
 /**
- * The A/B layout: ESP, ROOT-A, ROOT-B, STATE. GUIDs are derived from the profile digest and
+ * The A/B layout: ESP, ROOT-A, ROOT-B (typed for the architecture), STATE. GUIDs are derived from the profile digest and
  * the label, so the same profile always yields the same disk identity.
  */
-export function abLayout(opts: { profileDigest: string; esp: number; root: number; state: number }): DiskLayout {
+export function abLayout(opts: { profileDigest: string; arch: string; esp: number; root: number; state: number }): DiskLayout {
+  const rootType = archInfo(opts.arch).rootType;
   const part = (label: string, typeGuid: string, size: number): PartitionSpec => ({
     label,
     typeGuid,
@@ -36,8 +37,8 @@ export function abLayout(opts: { profileDigest: string; esp: number; root: numbe
     diskGuid: derivedGuid(opts.profileDigest, 'disk'),
     partitions: [
       part('ESP', PARTITION_TYPES.esp, opts.esp),
-      part('ROOT-A', PARTITION_TYPES.rootX86_64, opts.root),
-      part('ROOT-B', PARTITION_TYPES.rootX86_64, opts.root),
+      part('ROOT-A', rootType, opts.root),
+      part('ROOT-B', rootType, opts.root),
       part('STATE', PARTITION_TYPES.linuxData, opts.state),
     ],
   };

@@ -1,3 +1,4 @@
+import { archByElfMachine } from '../arch.ts';
 import { resolveTreePath } from '../kernel/tree-path.ts';
 import { readContent } from '../tree/content.ts';
 import { FileTree, parentOf, type Entry } from '../tree/tree.ts';
@@ -73,7 +74,7 @@ function expandOrigin(dir: string, origin: string, machine: number): string {
   return dir
     .replace(/\$(\{ORIGIN\}|ORIGIN)/g, `/${origin}`)
     .replace(/\$(\{LIB\}|LIB)/g, `lib/${multiarchTriplet(machine) ?? ''}`)
-    .replace(/\$(\{PLATFORM\}|PLATFORM)/g, machine === 62 ? 'x86_64' : machine === 183 ? 'aarch64' : 'unknown');
+    .replace(/\$(\{PLATFORM\}|PLATFORM)/g, archByElfMachine(machine)?.uname ?? 'unknown');
 }
 
 /** Strips the leading `/` of an absolute path; relative DT_RUNPATH entries are relative to the working directory, meaningless in an image. */

@@ -1,3 +1,4 @@
+import { archByElfMachine } from '../arch.ts';
 import { readContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
 import { resolveTreePath } from '../kernel/tree-path.ts';
@@ -9,10 +10,8 @@ import { resolveTreePath } from '../kernel/tree-path.ts';
  * the lib64 ones; both fall back to /lib and /usr/lib. Paths are tree paths (no leading /).
  */
 
-const MULTIARCH: Record<number, string> = { 62: 'x86_64-linux-gnu', 183: 'aarch64-linux-gnu', 3: 'i386-linux-gnu', 40: 'arm-linux-gnueabihf', 243: 'riscv64-linux-gnu' };
-
 export function multiarchTriplet(machine: number): string | undefined {
-  return MULTIARCH[machine];
+  return archByElfMachine(machine)?.multiarch;
 }
 
 export function systemLibraryDirs(machine: number, elfClass: 32 | 64): string[] {

@@ -9,7 +9,9 @@ import { parseStanza, type Stanza } from './deb.ts';
 /**
  * Debian packages by name through the host's apt: `apt-cache` says which version and
  * which sha256, `apt-get download` fetches it, and the cache keeps it by digest. The host's
- * apt configuration decides the archive; the sha256 pins what was used.
+ * apt configuration decides the archive; the sha256 pins what was used. Packages are asked
+ * for by architecture (`name:arm64`), so a build for another architecture than the host's
+ * needs only `dpkg --add-architecture` and `apt-get update`.
  */
 
 export interface AptPackage {
@@ -52,46 +54,70 @@ function toolMissing(err: unknown): boolean {
   return (err as { code?: string }).code === 'ENOENT';
 }
 
-export async function aptShow(spec: string, neededBy?: string): Promise<AptPackage> {
-  return (await aptShowMany([{ spec, ...(neededBy ? { neededBy } : {}) }]))[0]!;
+export async function aptShow(spec: string, arch: string, neededBy?: string): Promise<AptPackage> {
+  return (await aptShowMany([{ spec, ...(neededBy ? { neededBy } : {}) }], arch))[0]!;
 }
 
-function unknownPackage(spec: string, neededBy: string | undefined, detail: string): InputError {
+function unknownPackage(spec: string, arch: string, neededBy: string | undefined, detail: string): InputError {
   return new InputError(
-    `deb: unknown package ${JSON.stringify(spec)}${neededBy ? ` (a dependency of ${neededBy})` : ''}${detail ? `: apt-cache says ${JSON.stringify(detail)}` : ''}`,
-    { hint: 'check the name with `apt-cache search`, and run `apt-get update` if the package lists are stale' },
+    `deb: unknown package ${JSON.stringify(spec)} for ${arch}${neededBy ? ` (a dependency of ${neededBy})` : ''}${detail ? `: apt-cache says ${JSON.stringify(detail)}` : ''}`,
+    {
+      hint: `check the name with \`apt-cache search\`, and run \`apt-get update\` if the package lists are stale${
+        arch === 'all' ? '' : `; packages of another architecture than the host's need \`dpkg --add-architecture ${arch}\` first`
+      }`,
+    },
   );
 }
 
-/**
- * Several packages in one `apt-cache show`: each call loads apt's whole package index
- * (seconds where its binary cache is disabled, as in slim containers), so a dependency
- * walk asks for a whole breadth-first level at once. apt-cache silently skips unknown names
- * when others are found, so each requested name is checked in the answer.
- */
-export async function aptShowMany(specs: { spec: string; neededBy?: string }[]): Promise<AptPackage[]> {
-  const parsed = specs.map((s) => ({ ...s, ...parsePackageSpec(s.spec) }));
-  const args = parsed.map((p) => (p.version ? `${p.name}=${p.version}` : p.name));
+/** `apt-cache show` of `name:arch[=version]` specs: its records by package name, or the last line it complained with. */
+async function aptCacheShow(args: string[]): Promise<{ records: Map<string, Stanza[]> } | { error: string }> {
   let stdout: string;
   try {
-    const r = await execa('apt-cache', ['show', '--no-all-versions', ...args], { env: { LC_ALL: 'C' } });
-    stdout = r.stdout;
+    stdout = (await execa('apt-cache', ['show', '--no-all-versions', ...args], { env: { LC_ALL: 'C' } })).stdout;
   } catch (err) {
-    if (toolMissing(err)) throw new MissingToolError('apt-cache', 'apt', `needed to resolve the package ${parsed[0]?.name ?? ''}`);
-    const detail = String((err as { stderr?: string }).stderr ?? '').trim().split('\n').filter(Boolean).pop() ?? '';
-    const first = parsed[0]!;
-    throw unknownPackage(args[0]!, first.neededBy, parsed.length === 1 ? detail : '');
+    if (toolMissing(err)) throw new MissingToolError('apt-cache', 'apt', `needed to resolve the package ${args[0] ?? ''}`);
+    return { error: String((err as { stderr?: string }).stderr ?? '').trim().split('\n').filter(Boolean).pop() ?? '' };
   }
-  const byName = new Map<string, Stanza[]>();
+  const records = new Map<string, Stanza[]>();
   for (const chunk of stdout.split(/\n(?=Package: )/)) {
     const f = parseStanza(chunk);
     const name = f['Package'];
-    if (name) byName.set(name, [...(byName.get(name) ?? []), f]);
+    if (name) records.set(name, [...(records.get(name) ?? []), f]);
+  }
+  return { records };
+}
+
+/**
+ * Several packages of Debian architecture `arch` in one `apt-cache show`: each call loads
+ * apt's whole package index (seconds where its binary cache is disabled, as in slim
+ * containers), so a dependency walk asks for a whole breadth-first level at once. apt-cache
+ * silently skips unknown names when others are found, so each requested name is checked in
+ * the answer. A name apt does not know for `arch` is asked again as `name:all`
+ * (architecture-independent packages have no `:arm64` candidate).
+ */
+export async function aptShowMany(specs: { spec: string; neededBy?: string }[], arch: string): Promise<AptPackage[]> {
+  const parsed = specs.map((s) => ({ ...s, ...parsePackageSpec(s.spec) }));
+  const qualified = (p: (typeof parsed)[number], a: string) => `${p.name}:${a}${p.version ? `=${p.version}` : ''}`;
+  const found = new Map<number, Stanza>();
+  let complaint = '';
+  for (const a of arch === 'all' ? ['all'] : [arch, 'all']) {
+    const ask = parsed.map((p, i) => ({ p, i })).filter(({ i }) => !found.has(i));
+    if (ask.length === 0) break;
+    const r = await aptCacheShow(ask.map(({ p }) => qualified(p, a)));
+    if ('error' in r) {
+      complaint ||= r.error;
+      continue;
+    }
+    for (const { p, i } of ask) {
+      const candidates = (r.records.get(p.name) ?? []).filter((c) => c['Architecture'] === a);
+      const f = p.version ? candidates.find((c) => c['Version'] === p.version) : candidates[0];
+      if (f) found.set(i, f);
+    }
   }
   return parsed.map((p, i) => {
-    const candidates = byName.get(p.name) ?? [];
-    const f = p.version ? candidates.find((c) => c['Version'] === p.version) : candidates[0];
-    if (!f) throw unknownPackage(args[i]!, p.neededBy, '');
+    const f = found.get(i);
+    const spec = p.version ? `${p.name}=${p.version}` : p.name;
+    if (!f) throw unknownPackage(spec, arch, p.neededBy, parsed.length === 1 ? complaint : '');
     const pkg = {
       name: f['Package'] ?? '',
       version: f['Version'] ?? '',
@@ -137,7 +163,8 @@ export async function fetchDeb(pkg: AptPackage, cache: BlobCache, log?: (line: s
   const scratch = await cache.scratchDir(`apt-${pkg.name}`);
   try {
     try {
-      await execa('apt-get', ['download', '-q', `${pkg.name}=${pkg.version}`], { cwd: scratch, env: { LC_ALL: 'C' } });
+      // Qualified by architecture: unqualified, apt would fetch the host's build of the same version.
+      await execa('apt-get', ['download', '-q', `${pkg.name}${pkg.architecture ? `:${pkg.architecture}` : ''}=${pkg.version}`], { cwd: scratch, env: { LC_ALL: 'C' } });
     } catch (err) {
       if (toolMissing(err)) throw new MissingToolError('apt-get', 'apt', `needed to download ${pkg.name}`);
       const detail = String((err as { stderr?: string }).stderr ?? '').trim();

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import type { DebArchivePin, DebFilePin, DebPackagePin } from '../lock/types.ts';
 import type { DebInput } from '../profile/schema.ts';
 import { FileTree } from '../tree/tree.ts';
+import { archInfo, DEFAULT_ARCH } from '../arch.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { sha256Hex } from '../util/hash.ts';
 import { applyTree } from './apply.ts';
@@ -33,13 +34,24 @@ async function readDebFile(path: string): Promise<Uint8Array> {
   });
 }
 
+/** The Debian architecture packages are fetched for: the profile's (uname -m). */
+export function debArch(arch: string | undefined): string {
+  return archInfo(arch ?? DEFAULT_ARCH).deb;
+}
+
+/** What decides a `deb:` input's resolution: the memo key the stage keys (cache/identity.ts) share. */
+export function debResolutionKey(input: Pick<DebSpec, 'deb' | 'depends'>, arch: string | undefined): unknown {
+  return { deb: input.deb, depends: input.depends, arch: debArch(arch) };
+}
+
 /**
  * Which packages a `deb:` input stands for, in layering order, from metadata only (apt's
  * records, a local file's control): the packages named first, then, as `depends` asks,
- * their dependencies breadth-first (first alternative of each clause). The order depends
- * only on the profile and the archive's metadata. This is what a lock file records.
+ * their dependencies breadth-first (first alternative of each clause), all of Debian
+ * architecture `arch` (or `all`). The order depends only on the profile and the archive's
+ * metadata. This is what a lock file records.
  */
-export async function resolveDebInput(input: DebSpec): Promise<DebPackagePin[]> {
+export async function resolveDebInput(input: DebSpec, arch: string): Promise<DebPackagePin[]> {
   const specs = Array.isArray(input.deb) ? input.deb : [input.deb];
   const follow =
     input.depends === true ? () => true : input.depends === false || input.depends.length === 0 ? () => false : globMatcher(input.depends);
@@ -64,7 +76,7 @@ export async function resolveDebInput(input: DebSpec): Promise<DebPackagePin[]> 
         // Ask apt about everything queued by name at once: same order, one index load.
         const batch = [next, ...queue].filter((q): q is Extract<Pending, { spec: string }> => 'spec' in q && !known.has(q.spec) && !seen.has(q.spec));
         const unique = [...new Map(batch.map((q) => [q.spec, q])).values()];
-        const pkgs = await aptShowMany(unique.map((q) => ({ spec: q.spec, ...(q.neededBy ? { neededBy: q.neededBy } : {}) })));
+        const pkgs = await aptShowMany(unique.map((q) => ({ spec: q.spec, ...(q.neededBy ? { neededBy: q.neededBy } : {}) })), arch);
         unique.forEach((q, i) => known.set(q.spec, pkgs[i]!));
       }
       const pkg = known.get(next.spec)!;
@@ -115,11 +127,12 @@ export async function loadDebInput(input: DebSpec, ctx: InputContext): Promise<L
       pins = undefined;
     }
   }
+  const arch = debArch(ctx.arch);
   const locked = pins !== undefined;
   // Local .deb files are read anyway; packages by name are resolved once per apt state.
   const named = (Array.isArray(input.deb) ? input.deb : [input.deb]).every((s) => !isDebPath(s));
   // The key and directory are the stage keys' (cache/identity.ts), so one apt answer serves both.
-  pins ??= named ? await memoDebResolution(join(ctx.cacheDir, 'stages'), { deb: input.deb, depends: input.depends }, () => resolveDebInput(input)) : await resolveDebInput(input);
+  pins ??= named ? await memoDebResolution(join(ctx.cacheDir, 'stages'), debResolutionKey(input, ctx.arch), () => resolveDebInput(input, arch)) : await resolveDebInput(input, arch);
 
   const cache = new BlobCache(ctx.cacheDir);
   const tree = new FileTree();

@@ -1,3 +1,4 @@
+import { DEFAULT_ARCH } from '../arch.ts';
 import { createHash } from 'node:crypto';
 import type { Input } from '../profile/schema.ts';
 import { FileTree } from '../tree/tree.ts';
@@ -15,7 +16,7 @@ export function imageSource(input: OciSpec, ctx: InputContext): ImageSource {
   return new ImageSource(
     input.oci,
     {
-      arch: ctx.arch ?? 'x86_64',
+      arch: ctx.arch ?? DEFAULT_ARCH,
       ...(input.platform ? { platform: input.platform } : {}),
       ...(input.insecure ? { insecure: true } : {}),
       ...(input.caFile ? { caFile: input.caFile } : {}),

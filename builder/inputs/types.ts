@@ -15,7 +15,7 @@ export interface InputContext {
   /** Root of the download cache (`blobs/sha256/…`, `deb/…`). */
   cacheDir: string;
   log?: (line: string) => void;
-  /** The profile's architecture (uname -m); picks the image from an OCI index. Default x86_64. */
+  /** The profile's architecture (uname -m): which packages and which image of an OCI index. Default DEFAULT_ARCH (builder/arch.ts). */
   arch?: string;
   lock?: InputLock;
   /** Registry client settings beyond the input's own (tests: retry policy, transport). */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { AUTH_NAMES, authArtifact, BOOT_ARTIFACTS, BOOT_LOADER_ARTIFACT, BOOT_LOADER_PATHS, LOADER_CONF_ARTIFACT, LOADER_CONF_PATH, SECURE_BOOT_KEYS_DIR } from '../boot/esp.ts';
+import { AUTH_NAMES, authArtifact, BOOT_ARTIFACTS, bootLoaderArtifact, bootLoaderPaths, LOADER_CONF_ARTIFACT, LOADER_CONF_PATH, SECURE_BOOT_KEYS_DIR } from '../boot/esp.ts';
 import { ukiArtifact } from '../boot/entries.ts';
 import { parseAuthVariable, peSigners, signatureListCertificates, type PeSigner } from '../boot/secureboot/index.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
@@ -12,7 +12,7 @@ import type { ReleaseSource } from './release.ts';
 /**
  * The ESP's shared boot files as a release carries them (build artifacts, installer payload
  * files: BOOT_ARTIFACTS in builder/boot/esp.ts) and as `upgrade` brings a disk's up to date:
- * systemd-boot (EFI/BOOT/BOOTX64.EFI and EFI/systemd/systemd-bootx64.efi), loader.conf and the
+ * systemd-boot (EFI/BOOT/BOOTX64.EFI and EFI/systemd/systemd-bootx64.efi on x86-64), loader.conf and the
  * Secure Boot keys systemd-boot enrols (loader/keys/auto/{PK,KEK,db}.auth).
  *
  * Unlike a slot's files these are shared by both slots, so an upgrade cannot keep the old ones
@@ -38,6 +38,8 @@ import type { ReleaseSource } from './release.ts';
 export type EnrollMode = 'force' | 'manual' | 'off';
 
 export interface ReleaseBootFiles {
+  /** The release's architecture, which names systemd-boot's files. */
+  arch: string;
   systemdBoot: Uint8Array;
   loaderConf: string;
   timeout: number | undefined;
@@ -54,12 +56,13 @@ const hexOf = (s: string) => s.replace(/^sha256:/, '');
 export async function releaseBootFiles(src: ReleaseSource): Promise<ReleaseBootFiles | undefined> {
   const a = src.release.artifacts;
   const what = `${src.release.name} ${src.release.version}`;
-  if (!a[BOOT_LOADER_ARTIFACT]) {
+  const loader = bootLoaderArtifact(src.release.arch);
+  if (!a[loader]) {
     const stray = BOOT_ARTIFACTS.find((n) => a[n] !== undefined);
-    if (stray) throw new InputError(`${what} ships ${stray} but no ${BOOT_LOADER_ARTIFACT}`, { hint: 'rebuild the release with ossify build' });
+    if (stray) throw new InputError(`${what} (${src.release.arch}) ships ${stray} but no ${loader}`, { hint: 'rebuild the release with ossify build' });
     return undefined;
   }
-  if (!a[LOADER_CONF_ARTIFACT]) throw new InputError(`${what} ships ${BOOT_LOADER_ARTIFACT} but no ${LOADER_CONF_ARTIFACT}`, { hint: 'rebuild the release with ossify build' });
+  if (!a[LOADER_CONF_ARTIFACT]) throw new InputError(`${what} ships ${loader} but no ${LOADER_CONF_ARTIFACT}`, { hint: 'rebuild the release with ossify build' });
   const keys = AUTH_NAMES.filter((k) => a[authArtifact(k)] !== undefined);
   if (keys.length !== 0 && keys.length !== AUTH_NAMES.length) {
     throw new InputError(`${what} ships ${keys.map(authArtifact).join(', ')} but not all of ${AUTH_NAMES.map(authArtifact).join(', ')}`, { hint: 'rebuild the release with ossify build' });
@@ -76,7 +79,8 @@ export async function releaseBootFiles(src: ReleaseSource): Promise<ReleaseBootF
   const e = conf.get('secure-boot-enroll');
   const auth = keys.length ? { PK: await read('PK.auth'), KEK: await read('KEK.auth'), db: await read('db.auth') } : undefined;
   return {
-    systemdBoot: await read(BOOT_LOADER_ARTIFACT),
+    arch: src.release.arch,
+    systemdBoot: await read(loader),
     loaderConf,
     timeout: Number.isFinite(timeout) ? timeout : undefined,
     enroll: e === 'force' || e === 'manual' || e === 'off' ? e : undefined,
@@ -141,7 +145,8 @@ export function mergedLoaderConf(release: string, disk: string | undefined): str
  */
 export async function planBootFiles(esp: FatEditor, rel: ReleaseBootFiles, opts: { active: SlotEntry | undefined; release: string }): Promise<BootFilesPlan> {
   const read = async (path: string) => ((await esp.stat(path)) ? esp.readFile(path) : undefined);
-  const current = await read(BOOT_LOADER_PATHS[0]);
+  const loaderPaths = bootLoaderPaths(rel.arch);
+  const current = await read(loaderPaths[0]);
   const oldSigners = current ? valid(peSigners(current)) : [];
   const newSigners = valid(peSigners(rel.systemdBoot));
   const hint = 'build the release with this disk\'s Secure Boot keys (boot.secureBoot.keys), or install it on a new disk with ossify install';
@@ -169,10 +174,10 @@ export async function planBootFiles(esp: FatEditor, rel: ReleaseBootFiles, opts:
     changes.push({ kind: 'put', path, data, replace: have !== undefined });
   };
   // Leftovers of an interrupted run that wrote one of these under its temporary name.
-  for (const p of [...BOOT_LOADER_PATHS, ...AUTH_NAMES.map((k) => `${SECURE_BOOT_KEYS_DIR}/${authArtifact(k)}`), LOADER_CONF_PATH]) {
+  for (const p of [...loaderPaths, ...AUTH_NAMES.map((k) => `${SECURE_BOOT_KEYS_DIR}/${authArtifact(k)}`), LOADER_CONF_PATH]) {
     if (await esp.stat(`${p}${TEMP_SUFFIX}`)) changes.push({ kind: 'remove', path: `${p}${TEMP_SUFFIX}` });
   }
-  for (const p of BOOT_LOADER_PATHS) await put(p, rel.systemdBoot);
+  for (const p of loaderPaths) await put(p, rel.systemdBoot);
   for (const k of AUTH_NAMES) {
     const path = `${SECURE_BOOT_KEYS_DIR}/${authArtifact(k)}`;
     if (rel.auth) await put(path, rel.auth[k]);

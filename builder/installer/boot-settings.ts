@@ -1,7 +1,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { entryFileName } from '../boot/entries.ts';
-import { SECURE_BOOT_KEYS_DIR } from '../boot/esp.ts';
+import { SECURE_BOOT_KEYS_DIR, SYSTEMD_EFI_DIR } from '../boot/esp.ts';
+import { efiNames } from '../arch.ts';
 import { openFatEditor } from '../formats/fat/mutate.ts';
 import { loadInput } from '../inputs/index.ts';
 import { DebInput } from '../profile/schema.ts';
@@ -67,7 +68,7 @@ async function bootSettingsOfBuiltDisk(src: ReleaseSource): Promise<BootSettings
     return {
       cmdline: entry ? extraCmdline(parseEntryConf(entry.toString('utf8')).get('options')) : undefined,
       timeout: Number.isFinite(timeout) ? timeout : undefined,
-      systemdBoot: await read('EFI/BOOT/BOOTX64.EFI'),
+      systemdBoot: await read(efiNames(layout.arch).removable),
       ...(secureBoot ? { secureBoot } : {}),
     };
   } finally {
@@ -75,10 +76,8 @@ async function bootSettingsOfBuiltDisk(src: ReleaseSource): Promise<BootSettings
   }
 }
 
-export const SYSTEMD_BOOT_PATH = 'usr/lib/systemd/boot/efi/systemd-bootx64.efi';
-
-/** systemd-boot from a file the user names, or from Debian's systemd-boot-efi through the input cache. */
-export async function loadSystemdBoot(opts: { file?: string; cacheDir: string; log?: (line: string) => void }): Promise<Uint8Array> {
+/** systemd-boot from a file the user names, or from Debian's systemd-boot-efi of the architecture through the input cache. */
+export async function loadSystemdBoot(opts: { file?: string; arch: string; cacheDir: string; log?: (line: string) => void }): Promise<Uint8Array> {
   if (opts.file !== undefined) {
     try {
       return await readFile(opts.file);
@@ -86,8 +85,9 @@ export async function loadSystemdBoot(opts: { file?: string; cacheDir: string; l
       throw new InputError(`cannot read --systemd-boot ${opts.file}`, { cause: err });
     }
   }
-  const loaded = await loadInput(DebInput.parse({ deb: 'systemd-boot-efi' }), { cacheDir: opts.cacheDir, ...(opts.log ? { log: opts.log } : {}) });
-  const e = loaded.tree.resolve(SYSTEMD_BOOT_PATH);
-  if (!e || e.type !== 'file') throw new InputError(`the systemd-boot-efi package has no ${SYSTEMD_BOOT_PATH}`);
+  const loaded = await loadInput(DebInput.parse({ deb: 'systemd-boot-efi' }), { cacheDir: opts.cacheDir, arch: opts.arch, ...(opts.log ? { log: opts.log } : {}) });
+  const path = `${SYSTEMD_EFI_DIR}/${efiNames(opts.arch).systemdBoot}`;
+  const e = loaded.tree.resolve(path);
+  if (!e || e.type !== 'file') throw new InputError(`the systemd-boot-efi package has no ${path}`);
   return readContent(e.content);
 }

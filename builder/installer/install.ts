@@ -13,7 +13,8 @@ import { bootSettingsOfSource, loadSystemdBoot } from './boot-settings.ts';
 import { secureBootGap } from './boot-files.ts';
 import { openDisk, partitionIo, type Disk } from './disk.ts';
 import { openEsp, putFileAtomic } from './esp.ts';
-import { normaliseArch, probeLayout } from './layout.ts';
+import { probeLayout } from './layout.ts';
+import { hostArch, normaliseArch } from '../arch.ts';
 import { verifyRelease, type ReleaseSource } from './release.ts';
 import { releaseSeed, type ReleaseSeed } from './site-seed.ts';
 import { runInstallerSteps, type InstallerStep, type WriteMeter } from './steps.ts';
@@ -44,7 +45,7 @@ export interface InstallOptions {
   rootSize?: number;
   /** Kernel arguments besides the slot's own. */
   cmdline?: string;
-  /** A systemd-bootx64.efi to use instead of the release build's or Debian's. */
+  /** A systemd-boot EFI binary (systemd-bootx64.efi, …aa64.efi) to use instead of the release build's or Debian's. */
   systemdBoot?: string;
   timeout?: number;
   /** Target architecture (default: this machine's). */
@@ -112,14 +113,15 @@ function chooseLayout(c: Ctx): DiskLayout {
       hint: 'pass a larger --size, or smaller --esp-size/--root-size',
     });
   }
-  return abLayout({ profileDigest: diskDigest(src), esp, root, state });
+  return abLayout({ profileDigest: diskDigest(src), arch: normaliseArch(r.arch), esp, root, state });
 }
 
 async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<typeof buildEspTree>> {
   const { opts } = c;
   const src = opts.source;
   const built = await bootSettingsOfSource(src);
-  const systemdBoot = opts.systemdBoot !== undefined || !built.systemdBoot ? await loadSystemdBoot({ ...(opts.systemdBoot !== undefined ? { file: opts.systemdBoot } : {}), cacheDir: opts.cacheDir, log }) : built.systemdBoot;
+  const arch = normaliseArch(src.release.arch);
+  const systemdBoot = opts.systemdBoot !== undefined || !built.systemdBoot ? await loadSystemdBoot({ ...(opts.systemdBoot !== undefined ? { file: opts.systemdBoot } : {}), arch, cacheDir: opts.cacheDir, log }) : built.systemdBoot;
   const cmdline = opts.cmdline ?? built.cmdline;
   if (c.uki && opts.cmdline !== undefined) log('--cmdline is ignored: a unified kernel image carries its own (signed) command line');
   if (cmdline === undefined && !c.uki) log('the release records no kernel arguments and --cmdline was not given: the entry carries only the slot\'s own');
@@ -127,6 +129,7 @@ async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<
   const gap = await secureBootGap(src, systemdBoot, c.uki === true);
   if (gap) log(gap);
   return buildEspTree({
+    arch,
     systemdBoot: bytesContent(systemdBoot, 'systemd-boot'),
     ...(c.uki
       ? { uki: hostFileContent(src.path(ukiArtifact('a')), a[ukiArtifact('a')]!.size) }
@@ -199,7 +202,7 @@ function steps(): InstallerStep<Ctx>[] {
     {
       name: 'check-release',
       async run(c) {
-        const arch = normaliseArch(c.opts.arch ?? process.arch);
+        const arch = normaliseArch(c.opts.arch ?? hostArch());
         c.layout = chooseLayout(c);
         const root = c.layout.partitions.find((p) => p.label === 'ROOT-A')!.size;
         await verifyRelease(c.opts.source, { arch, rootSlotSize: root });
@@ -211,7 +214,6 @@ function steps(): InstallerStep<Ctx>[] {
         if (c.seed && c.seed.bytes.length > state) {
           throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the STATE partition (${state} bytes)`, { hint: 'pass a larger --size' });
         }
-        if (arch !== 'x86_64') throw new InputError(`ossify disks are laid out for x86_64 only, not ${arch}`);
       },
     },
     {

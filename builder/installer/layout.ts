@@ -1,22 +1,9 @@
 import { readGpt, SECTOR } from '../formats/gpt.ts';
 import { rootLabel, SLOTS, type Slot } from '../boot/entries.ts';
+import { archByRootType } from '../arch.ts';
 import { PARTITION_TYPES } from '../disk/layout.ts';
 import { InputError } from '../util/errors.ts';
-import type { Disk } from './disk.ts';
-
-/** Root partition type GUIDs of the Discoverable Partitions Specification, by `uname -m`. */
-export const ROOT_TYPE_BY_ARCH: Record<string, string> = {
-  x86_64: PARTITION_TYPES.rootX86_64,
-  aarch64: 'B921B045-1DF0-41C3-AF44-4C6F280D3FAE',
-  riscv64: '72EC70A6-CF74-40E6-BD49-4BDA08E8F224',
-  i686: '44479540-F297-41B2-9AF7-D131D5F0458A',
-  armv7l: '69DAD710-2CE4-4E3C-B16C-21A1D49ABED3',
-};
-
-/** `uname -m` spellings of the same architecture (OCI and Debian say amd64/arm64). */
-export function normaliseArch(arch: string): string {
-  return ({ amd64: 'x86_64', x64: 'x86_64', arm64: 'aarch64', ia32: 'i686', arm: 'armv7l' } as Record<string, string>)[arch] ?? arch;
-}
+import { openDisk, type Disk } from './disk.ts';
 
 export interface DiskPartition {
   number: number;
@@ -76,7 +63,18 @@ export async function probeLayout(disk: Disk): Promise<OssifyLayout> {
     roots[slot] = p;
   }
   if (roots.a.typeGuid !== roots.b.typeGuid) throw notOssify('ROOT-A and ROOT-B have different partition types');
-  const arch = Object.entries(ROOT_TYPE_BY_ARCH).find(([, g]) => g === roots.a.typeGuid)?.[0];
+  const arch = archByRootType(roots.a.typeGuid)?.uname;
   if (!arch) throw notOssify(`ROOT-A has type ${roots.a.typeGuid}, which is no known root partition type`);
   return { diskGuid: gpt.diskGuid, partitions, esp, roots, state: byLabel('STATE'), arch, backupValid: gpt.backupValid };
+}
+
+/** The architecture an ossify disk's root partitions are typed for; undefined for any other disk. */
+export async function diskArch(path: string): Promise<string | undefined> {
+  const disk = await openDisk(path, { write: false }).catch(() => undefined);
+  if (!disk) return undefined;
+  try {
+    return (await probeLayout(disk).catch(() => undefined))?.arch;
+  } finally {
+    await disk.close();
+  }
 }

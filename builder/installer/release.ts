@@ -7,7 +7,7 @@ import { parseReference, repoName } from '../oci/reference.ts';
 import { RegistryClient, type RegistryClientOptions } from '../oci/registry.ts';
 import { sha256File } from '../util/hash.ts';
 import { InputError } from '../util/errors.ts';
-import { normaliseArch } from './layout.ts';
+import { normaliseArch } from '../arch.ts';
 import { UKI_ARTIFACTS } from '../boot/entries.ts';
 
 /**

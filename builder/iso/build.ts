@@ -3,7 +3,7 @@ import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { loadBuildJson } from '../oci/installer-image.ts';
-import { BOOT_LOADER_ARTIFACT } from '../boot/esp.ts';
+import { bootLoaderArtifact } from '../boot/esp.ts';
 import { cpioChunks, writeCpio } from '../formats/cpio.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
 import { writeIso, type IsoLayout } from '../formats/iso9660.ts';
@@ -22,6 +22,9 @@ const EFI_IMAGE = 'BOOT/EFI.IMG';
 const MiB = 1 << 20;
 /** FAT32 with 512-byte clusters needs 65525 of them. */
 const MIN_FAT = 34 * MiB;
+// The installer ISO is x86_64 for now (BIOS-free UEFI CD boot through OVMF; its console is ttyS0).
+const ISO_ARCH = 'x86_64';
+const BOOT_LOADER_ARTIFACT = bootLoaderArtifact(ISO_ARCH);
 const REQUIRED = ['disk.raw', 'vmlinuz', 'initramfs.img', BOOT_LOADER_ARTIFACT];
 
 export interface IsoResult {
@@ -67,13 +70,13 @@ export async function writeInstallerIso(outDir: string, isoPath = join(outDir, I
     if (!st || st.size !== build.artifacts[a]!.size) throw new InputError(`${outDir}/${a} is missing or not the size build.json records`);
   }
   if (build.epoch === undefined) throw new InputError(`${outDir}/build.json has no epoch; the ISO's dates come from it`);
-  return writeIsoFile(isoPath, { dir: outDir, build: { name: build.name, version: build.version, epoch: build.epoch, profileDigest: build.profileDigest } });
+  return writeIsoFile(isoPath, { dir: outDir, build: { name: build.name, version: build.version, epoch: build.epoch, profileDigest: build.profileDigest, arch: build.arch } });
 }
 
 /** What the ISO is made from: a directory with the build's artifacts, and who the build is. */
 export interface IsoSource {
   dir: string;
-  build: { name: string; version: string; epoch: number; profileDigest: string };
+  build: { name: string; version: string; epoch: number; profileDigest: string; arch?: string };
 }
 
 /** The output-format registry's writer shape (`write(dest, ctx)`): the ISO of the build in `ctx.dir`. */
@@ -83,6 +86,9 @@ export async function write(dest: string, ctx: IsoSource): Promise<void> {
 
 export async function writeIsoFile(isoPath: string, src: IsoSource): Promise<IsoResult> {
   const { dir: outDir, build } = src;
+  if (build.arch !== undefined && build.arch !== ISO_ARCH) {
+    throw new InputError(`the installer ISO is made for ${ISO_ARCH} only; this build is ${build.arch}`, { hint: 'write raw or qcow2 for this architecture instead' });
+  }
   for (const a of REQUIRED) {
     if (!(await stat(join(outDir, a)).catch(() => undefined))) throw new InputError(`${outDir} has no ${a}; the installer ISO needs ${REQUIRED.join(', ')}`);
   }

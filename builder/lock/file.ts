@@ -15,7 +15,8 @@ const DebPackage = z.union([
   z.strictObject({ file: z.string(), package: z.string(), version: z.string().optional(), sha256 }),
 ]);
 const Source = z.union([
-  z.strictObject({ deb: z.array(z.string()).min(1), depends: z.union([z.boolean(), z.array(z.string())]) }),
+  // arch (Debian's): absent in lock files older than arm64 builds; such entries match no input and are resolved again.
+  z.strictObject({ deb: z.array(z.string()).min(1), depends: z.union([z.boolean(), z.array(z.string())]), arch: z.string().optional() }),
   z.strictObject({ oci: z.string(), platform: z.string() }),
   z.strictObject({ tar: z.string() }),
 ]);

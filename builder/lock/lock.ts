@@ -1,5 +1,5 @@
 import { basename, dirname } from 'node:path';
-import { resolveDebInput } from '../inputs/deb-input.ts';
+import { debArch, resolveDebInput } from '../inputs/deb-input.ts';
 import { inputOrigin } from '../inputs/index.ts';
 import { imageSource } from '../inputs/oci-input.ts';
 import { tarSha256 } from '../inputs/tar-input.ts';
@@ -14,7 +14,7 @@ import type { Pin } from './types.ts';
 
 /** Resolves one input to its pin from metadata only: apt records, registry manifests, file hashes. */
 export async function resolvePin(input: Input, ctx: InputContext): Promise<Pin | undefined> {
-  if ('deb' in input) return { deb: await resolveDebInput(input) };
+  if ('deb' in input) return { deb: await resolveDebInput(input, debArch(ctx.arch)) };
   if ('tar' in input) return { tar: { sha256: await tarSha256(input.tar) } };
   if ('oci' in input) {
     const src = imageSource(input, ctx);

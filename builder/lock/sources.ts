@@ -1,4 +1,5 @@
 import { isAbsolute, posix, relative, resolve, sep } from 'node:path';
+import { debArch } from '../inputs/deb-input.ts';
 import { wantedPlatform, platformText } from '../inputs/oci.ts';
 import type { Input, Profile } from '../profile/schema.ts';
 import { canonicalJson } from '../util/hash.ts';
@@ -27,15 +28,15 @@ export function absPath(lockRel: string, profileDir: string): string {
 }
 
 /**
- * What decides an input's resolution, and so keys its pin: the packages and which
- * dependencies to follow, the image reference and platform, the archive's path. Filters,
+ * What decides an input's resolution, and so keys its pin: the packages, which
+ * dependencies to follow and the Debian architecture, the image reference and platform, the archive's path. Filters,
  * targets and `allow:` do not change what is fetched, so editing them keeps the pin.
  * `dir:` and `files:` are the checkout itself and have no pin (undefined).
  */
 export function sourceKey(input: Input, profileDir: string, arch: string): SourceKey | undefined {
   if ('deb' in input) {
     const specs = Array.isArray(input.deb) ? input.deb : [input.deb];
-    return { deb: specs.map((s) => (isDebPath(s) ? lockPath(s, profileDir) : s)), depends: input.depends };
+    return { deb: specs.map((s) => (isDebPath(s) ? lockPath(s, profileDir) : s)), depends: input.depends, arch: debArch(arch) };
   }
   if ('oci' in input) return { oci: input.oci, platform: platformText(wantedPlatform({ arch, ...(input.platform ? { platform: input.platform } : {}) })) };
   if ('tar' in input) return { tar: lockPath(input.tar, profileDir) };

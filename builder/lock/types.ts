@@ -34,6 +34,6 @@ export type Pin = { deb: DebPackagePin[] } | { oci: OciPin } | { tar: { sha256: 
 
 /** The source of an input, as a lock file keys it: what decides the resolution, nothing else. */
 export type SourceKey =
-  | { deb: string[]; depends: boolean | string[] }
+  | { deb: string[]; depends: boolean | string[]; arch?: string }
   | { oci: string; platform: string }
   | { tar: string };

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { type TarEntry, writeTar } from '../formats/tar.ts';
 import { type Content, bytesContent, hostFileContent, readContent, textContent } from '../tree/content.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { assertBinaryArch } from '../arch-check.ts';
 import { canonicalJson, sha256Hex } from '../util/hash.ts';
 import { gcLayout, hasBlob, initLayout, putBlobBytes, putBlobStream, putJson, readIndex, readManifest, writeIndex } from './layout.ts';
 import { ANNOTATION, type Descriptor, type ImageManifest, MT, type Platform, platformForArch } from './media-types.ts';
@@ -190,20 +191,6 @@ export function assertStaticElf(bytes: Uint8Array, origin: string): void {
   }
 }
 
-/** ELF e_machine of each architecture a build may have; a busybox for another one would not run. */
-const ELF_MACHINE: Record<string, number> = { x86_64: 62, amd64: 62, aarch64: 183, arm64: 183, riscv64: 243, i686: 3, armv7l: 40, ppc64le: 21, s390x: 22 };
-
-export function assertElfArch(bytes: Uint8Array, arch: string, origin: string): void {
-  const want = ELF_MACHINE[arch];
-  if (want === undefined || bytes.length < 20) return;
-  const machine = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint16(18, bytes[5] === 1);
-  if (machine !== want) {
-    const name = Object.entries(ELF_MACHINE).find(([, m]) => m === machine)?.[0] ?? `e_machine ${machine}`;
-    throw new InputError(`${origin} is built for ${name}, but the build is ${arch}`, { hint: `pass a static busybox for ${arch} (busybox-static of that architecture)` });
-  }
-}
-
-
 /** release.json: stable key order, one artifact per line so the script can read it without jq. */
 export function encodeRelease(r: Release): string {
   const lines: string[] = ['{'];
@@ -295,14 +282,15 @@ export async function describeLayout(layoutDir: string, cached = false): Promise
   }
   const releaseText = m.annotations?.[ANNOTATION.ossifyRelease];
   if (releaseText === undefined) throw new OssifyError(`${layoutDir} is not an ossify installer image (no release annotation)`);
+  const release = parseRelease(releaseText, layoutDir);
   return {
     layoutDir,
     manifestDigest: desc.digest,
     manifest: desc,
     configDigest: m.config.digest,
     layers: m.layers,
-    platform: desc.platform ?? { architecture: 'amd64', os: 'linux' },
-    release: parseRelease(releaseText, layoutDir),
+    platform: desc.platform ?? platformForArch(release.arch) ?? { architecture: release.arch, os: 'linux' },
+    release,
     cached,
   };
 }
@@ -320,7 +308,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   const busyboxBytes = opts.busybox instanceof Uint8Array ? opts.busybox : await readContent(opts.busybox);
   const busyboxOrigin = opts.busybox instanceof Uint8Array ? 'busybox' : opts.busybox.origin;
   assertStaticElf(busyboxBytes, busyboxOrigin);
-  assertElfArch(busyboxBytes, build.arch, busyboxOrigin);
+  assertBinaryArch(busyboxBytes, build.arch, busyboxOrigin, `pass a static busybox for ${build.arch} (busybox-static of that architecture)`);
 
   const payloadNames = [...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL.filter((n) => build.artifacts[n] !== undefined)];
   for (const n of PAYLOAD_REQUIRED) {

@@ -1,3 +1,5 @@
+import { findArch } from '../arch.ts';
+
 /** Media types and annotation keys of the OCI image and distribution specs (and Docker's v2 twins, for reading). */
 
 export const MT = {
@@ -70,26 +72,13 @@ export interface ImageIndex {
   annotations?: Record<string, string>;
 }
 
-/** Kernel (uname) machine names to OCI/Go architecture names. */
-const ARCH_TO_OCI: Record<string, Platform> = {
-  x86_64: { architecture: 'amd64', os: 'linux' },
-  amd64: { architecture: 'amd64', os: 'linux' },
-  aarch64: { architecture: 'arm64', os: 'linux' },
-  arm64: { architecture: 'arm64', os: 'linux' },
-  riscv64: { architecture: 'riscv64', os: 'linux' },
-  ppc64le: { architecture: 'ppc64le', os: 'linux' },
-  s390x: { architecture: 's390x', os: 'linux' },
-  i686: { architecture: '386', os: 'linux' },
-  armv7l: { architecture: 'arm', os: 'linux', variant: 'v7' },
-};
-
+/** The OCI platform of an architecture (any spelling, see builder/arch.ts). */
 export function platformForArch(arch: string): Platform | undefined {
-  const p = ARCH_TO_OCI[arch];
-  return p ? { ...p } : undefined;
+  const a = findArch(arch);
+  return a ? { architecture: a.oci.architecture, os: 'linux', ...(a.oci.variant ? { variant: a.oci.variant } : {}) } : undefined;
 }
 
 /** The OCI architecture of the machine running ossify, for choosing from an index. */
 export function hostOciArch(): string {
-  const m: Record<string, string> = { x64: 'amd64', arm64: 'arm64', ia32: '386', arm: 'arm', riscv64: 'riscv64', ppc64: 'ppc64le', s390x: 's390x' };
-  return m[process.arch] ?? process.arch;
+  return findArch(process.arch)?.oci.architecture ?? process.arch;
 }

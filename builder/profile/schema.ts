@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { OUTPUT_NAMES, OutputSpec } from '../outputs/index.ts';
+import { BUILD_ARCHES, DEFAULT_ARCH } from '../arch.ts';
 
 /**
  * The profile schema: the single source of truth for what a profile may say. The JSON Schema
@@ -230,7 +231,7 @@ export const Profile = z
     extends: z.string().optional().describe('Another profile (path relative to this file) whose settings this one inherits.'),
     name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-", starting with a letter or digit').describe('Image name.'),
     version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]*$/, 'a version such as 1.0.0').describe('Release version.'),
-    arch: z.enum(['x86_64']).default('x86_64').describe('Target architecture (uname -m).'),
+    arch: z.enum(BUILD_ARCHES).default(DEFAULT_ARCH).describe(`Target architecture (uname -m): ${BUILD_ARCHES.join(' or ')}.`),
     epoch: z
       .number()
       .int()
@@ -272,7 +273,7 @@ export const Profile = z
     boot: z
       .strictObject({
         loader: z.enum(['systemd-boot']).default('systemd-boot'),
-        systemdBoot: Input.prefault({ deb: 'systemd-boot-efi' }).describe('Where systemd-bootx64.efi comes from.'),
+        systemdBoot: Input.prefault({ deb: 'systemd-boot-efi' }).describe('Where systemd-boot (usr/lib/systemd/boot/efi/systemd-boot<x64|aa64>.efi) comes from.'),
         timeout: z.number().int().min(0).default(0).describe('Seconds systemd-boot shows its menu.'),
         tries: z.number().int().min(1).max(9).default(3).describe('Boot attempts for a freshly written slot before falling back.'),
         entries: z

@@ -1,22 +1,18 @@
 import { access } from 'node:fs/promises';
-import { MissingToolError } from '../util/errors.ts';
+import { qemuFor } from '../arch.ts';
+import { InputError, MissingToolError } from '../util/errors.ts';
 
-export interface OvmfFirmware {
+export interface UefiFirmware {
   code: string;
   vars: string;
 }
 
-/** Debian's `ovmf` package: the 4 MiB flash builds, plain or with Secure Boot enforced. */
-const CANDIDATES: Record<'plain' | 'secure-boot', OvmfFirmware[]> = {
-  plain: [
-    { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', vars: '/usr/share/OVMF/OVMF_VARS_4M.fd' },
-    { code: '/usr/share/OVMF/OVMF_CODE.fd', vars: '/usr/share/OVMF/OVMF_VARS.fd' },
-  ],
-  'secure-boot': [{ code: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd', vars: '/usr/share/OVMF/OVMF_VARS_4M.fd' }],
-};
-
-export async function findOvmf(kind: 'plain' | 'secure-boot' = 'plain'): Promise<OvmfFirmware> {
-  for (const c of CANDIDATES[kind]) {
+/** The UEFI firmware `ossify run` boots an architecture with (builder/arch.ts: OVMF, AAVMF). */
+export async function findFirmware(arch: string, kind: 'plain' | 'secure-boot' = 'plain'): Promise<UefiFirmware> {
+  const q = qemuFor(arch);
+  const candidates = kind === 'plain' ? q.firmware : q.secureBootFirmware;
+  if (!candidates) throw new InputError(`ossify run has no Secure Boot firmware for ${arch}`, { hint: 'boot it without --secure-boot' });
+  for (const c of candidates) {
     try {
       await access(c.code);
       await access(c.vars);
@@ -25,5 +21,5 @@ export async function findOvmf(kind: 'plain' | 'secure-boot' = 'plain'): Promise
       /* try the next layout */
     }
   }
-  throw new MissingToolError('OVMF firmware', 'ovmf', `none of ${CANDIDATES[kind].map((c) => c.code).join(', ')} exists`);
+  throw new MissingToolError(`UEFI firmware for ${arch}`, q.firmwarePackage, `none of ${candidates.map((c) => c.code).join(', ')} exists`);
 }

@@ -2,13 +2,17 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { DEFAULT_ARCH, qemuFor } from '../arch.ts';
+import { diskArch } from '../installer/layout.ts';
 import { InputError, MissingToolError } from '../util/errors.ts';
-import { findOvmf } from './ovmf.ts';
+import { findFirmware } from './ovmf.ts';
 import { detectDiskFormat } from './disk-format.ts';
 
 export interface RunOptions {
   /** The boot disk; only a run with `cdrom` may have none (the CD then boots alone). */
   disk?: string;
+  /** The guest's architecture (uname -m); default: an ossify disk's (its root partition type), else DEFAULT_ARCH. */
+  arch?: string;
   /** Further raw disks attached after the boot disk (e.g. an installer payload). */
   extraDisks?: string[];
   /**
@@ -54,19 +58,23 @@ async function driveFor(disk: string, boot: boolean): Promise<string> {
 }
 
 /**
- * Boots a disk image (raw, qcow2, VHD, VMDK) under OVMF with the serial console on a pipe. TCG by default:
- * on these machines /dev/kvm exists but OVMF crashes under it.
+ * Boots a disk image (raw, qcow2, VHD, VMDK) under UEFI (OVMF, AAVMF: builder/arch.ts) with the
+ * serial console on a pipe. TCG by default: on these machines /dev/kvm exists but OVMF crashes under it.
  */
 export async function runDisk(opts: RunOptions): Promise<RunResult> {
   if (!opts.disk && !opts.cdrom) throw new InputError('nothing to boot: no disk and no CD-ROM');
-  const fw = await findOvmf(opts.secureBoot ? 'secure-boot' : 'plain');
   const boot = opts.disk ? await driveFor(opts.disk, true) : undefined;
   const extra = await Promise.all((opts.extraDisks ?? []).map((d) => driveFor(d, false)));
+  // The root partition type names the arch of a raw disk; other formats (and a CD alone) boot as the default unless --arch says.
+  const arch = opts.arch ?? (opts.disk && boot?.startsWith('format=raw,') ? await diskArch(opts.disk) : undefined) ?? DEFAULT_ARCH;
+  const q = qemuFor(arch);
+  const fw = await findFirmware(arch, opts.secureBoot ? 'secure-boot' : 'plain');
   const work = await mkdtemp(join(tmpdir(), 'ossify-run-'));
-  const vars = join(work, 'OVMF_VARS.fd');
+  const vars = join(work, 'VARS.fd');
   await copyFile(opts.varsFile ?? fw.vars, vars);
   const args = [
-    '-machine', opts.secureBoot ? 'q35,smm=on' : 'q35',
+    '-machine', opts.secureBoot ? (q.secureBootMachine ?? q.machine) : q.machine,
+    ...(q.cpu ? ['-cpu', q.cpu] : []),
     '-accel', opts.kvm ? 'kvm' : 'tcg',
     '-m', String(opts.memoryMiB ?? 512),
     '-smp', '1',
@@ -96,7 +104,7 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
   const started = performance.now();
   let log = '';
   let match: string | undefined;
-  const child = execa('qemu-system-x86_64', args, {
+  const child = execa(q.binary, args, {
     stdin: 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',
@@ -121,7 +129,7 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
   try {
     const r = await child;
     if ((r as { code?: string }).code === 'ENOENT') {
-      throw new MissingToolError('qemu-system-x86_64', 'qemu-system-x86', 'needed to boot images');
+      throw new MissingToolError(q.binary, q.package, `needed to boot ${arch} images`);
     }
     const result: RunResult = {
       log,
