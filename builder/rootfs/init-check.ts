@@ -1,12 +1,10 @@
+import { archByElfMachine, findArch } from '../arch.ts';
 import { isElf, readDynamic } from '../elf/index.ts';
 import { resolveTreePath } from '../kernel/tree-path.ts';
 import { readContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
 
-/** ELF e_machine of each profile arch (uname -m), and the names of the common others for messages. */
-const MACHINE_OF_ARCH: Record<string, number> = { x86_64: 62 };
-const MACHINE_NAMES: Record<number, string> = { 3: 'i386', 40: 'arm', 62: 'x86_64', 183: 'aarch64', 243: 'riscv64', 8: 'mips', 21: 'ppc64', 22: 's390x' };
 
 export interface RootfsLayer {
   origin: string;
@@ -45,7 +43,7 @@ async function checkArch(root: FileTree, layers: readonly RootfsLayer[], path: s
   const from = providers(layers, path)[0] ?? describe(layers);
   const shown = path === 'sbin/init' ? '/sbin/init' : `/sbin/init (/${path})`;
   if (isElf(head)) {
-    const want = MACHINE_OF_ARCH[arch];
+    const want = findArch(arch)?.elfMachine;
     let machine: number;
     try {
       machine = readDynamic(await readContent(e.content)).machine;
@@ -53,7 +51,7 @@ async function checkArch(root: FileTree, layers: readonly RootfsLayer[], path: s
       throw new InputError(`${from}: ${shown} is not a readable ELF program (${(err as Error).message})`);
     }
     if (want !== undefined && machine !== want) {
-      const name = MACHINE_NAMES[machine] ?? `ELF machine ${machine}`;
+      const name = archByElfMachine(machine)?.uname ?? `ELF machine ${machine}`;
       throw new InputError(`${from}: ${shown} is built for ${name}, but the profile's arch is ${arch}`, {
         hint: `use the ${arch} image of this input (oci: inputs take platform:, e.g. linux/amd64)`,
       });
