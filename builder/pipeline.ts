@@ -12,6 +12,7 @@ import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, SYSTEMD
 import { DEFAULT_ARCH, efiNames } from './arch.ts';
 import { assertBinaryArch } from './arch-check.ts';
 // verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
+import { releaseBootOf, type ReleaseBoot } from './boot/release-boot.ts';
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
 import { enrollmentFiles, loadSecureBootKeys, signWithDb, type SecureBootKeySet } from './boot/secureboot/profile.ts';
@@ -80,8 +81,8 @@ export interface BuildRecord {
   slots: { rootSize: number };
   /** verified boot (issue 8): the dm-verity tree of rootfs.squashfs (artifact rootfs.verity), when the profile asks for it. */
   verity?: BuildVerity;
-  /** verified boot (issue 8): how the slots boot; `uki` builds uki-a.efi and uki-b.efi. */
-  boot?: { entries: 'type1' | 'uki'; secureBoot: boolean };
+  /** How the release boots (entries, kernel arguments, timeout, tries, Secure Boot enrolment): release.json carries it to every installer. */
+  boot: ReleaseBoot;
   partitions: { label: string; guid: string; typeGuid: string; offset: number; size: number }[];
   /** The disk in each image format the build wrote (`outputs:`), each with its sha256. */
   outputs: WrittenOutput[];
@@ -344,7 +345,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         const esp = buildEspTree({
           ...shared,
           ...(p.boot.entries === 'uki' ? { uki: await file(ukiArtifact('a')) } : { kernel: await file('vmlinuz'), initramfs: bytesContent(ctx.initramfs!) }),
-          entry: { slot: 'a', generation: 1, name: p.name, version: p.version, cmdline: p.kernel.cmdline, ...(verity ? { verity } : {}) },
+          entry: { slot: 'a', generation: 1, name: p.name, version: p.version, cmdline: releaseBootOf(p, ctx.loaded.file).cmdline, ...(verity ? { verity } : {}) },
           epoch: ctx.loaded.epoch,
         });
         // fleet (issue 9): GUIDs and the FAT serial from the base digest: every site of a base has this same disk, its seed aside.
@@ -500,7 +501,7 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
       ...(ctx.verity
         ? { verity: { roothash: ctx.verity.rootHash, salt: ctx.verity.salt, hashOffset: ctx.verity.hashOffset, dataBlocks: ctx.verity.dataBlocks, dataBlockSize: ctx.verity.dataBlockSize, hashBlockSize: ctx.verity.hashBlockSize, algorithm: ctx.verity.algorithm } }
         : {}),
-      ...(p.boot.entries === 'uki' || p.boot.secureBoot ? { boot: { entries: p.boot.entries ?? 'type1', secureBoot: p.boot.secureBoot !== undefined } } : {}),
+      boot: releaseBootOf(p, loaded.file),
       partitions: ctx.partitions!.map((p) => ({ label: p.label, guid: p.guid, typeGuid: p.typeGuid, offset: p.offset, size: p.size })),
       outputs,
       sources: dedupeSources(ctx.sources),

@@ -183,7 +183,7 @@ describe('install', () => {
     const inst = await ossify(['install', '--from', v1, '--disk', disk, '--systemd-boot', sdboot]);
     expect(inst.exitCode).toBe(2);
     expect(inst.stderr).toMatch(/has a partition table \(1 partitions\)/);
-    const forced = await ossify(['install', '--from', v1, '--disk', disk, '--systemd-boot', sdboot, '--force']);
+    const forced = await ossify(['install', '--from', v1, '--disk', disk, '--systemd-boot', sdboot, '--cmdline', CMDLINE, '--force']);
     expect(forced.exitCode, forced.stderr).toBe(0);
     await oracles(disk);
     expect((await diskStatus(disk)).next).toBe('a');
@@ -424,8 +424,89 @@ describe('release sources', () => {
   });
 });
 
+describe('the release\'s boot record', () => {
+  // Quotes and a backslash: what JSON escapes and the on-device script must decode.
+  const RECORDED = 'console=ttyS0 panic=7 note="a b" path=C:\\x';
+  let rec1: string;
+  let rec2: string;
+  beforeAll(() => {
+    const withRecord = (version: string, seed: number) => {
+      const dir = fakeRelease({ version, seed });
+      const build = JSON.parse(readFileSync(join(dir, 'build.json'), 'utf8'));
+      build.boot = { entries: 'type1', cmdline: RECORDED, timeout: 2, tries: 5 };
+      writeFileSync(join(dir, 'build.json'), `${JSON.stringify(build, null, 2)}\n`);
+      return dir;
+    };
+    rec1 = withRecord('1.0.0', 51);
+    rec2 = withRecord('2.0.0', 52);
+  });
+
+  it('travels in release.json, and install writes its kernel arguments and timeout', async () => {
+    const src = await openReleaseDir(rec1);
+    expect(src.release.boot).toEqual({ entries: 'type1', cmdline: RECORDED, timeout: 2, tries: 5 });
+    expect(src.release.disk).toEqual({ esp: 34 * MiB, root: 2 * MiB, state: MiB });
+    expect(src.releaseJson).toContain(`  "boot": {\n    "entries": "type1",\n    "cmdline": ${JSON.stringify(RECORDED)},\n    "timeout": 2,\n    "tries": 5\n  },\n`);
+    const disk = join(work.path, 'record-install.raw');
+    const r = await ossify(['install', '--from', rec1, '--disk', disk, '--systemd-boot', sdboot]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const { state } = await espCheck(disk);
+    expect(state.slots.a.entry!.text).toBe(entryConf({ slot: 'a', generation: 1, name: 'fake-os', version: '1.0.0', cmdline: RECORDED }));
+    const d = await openDisk(disk, { write: false });
+    const esp = await openFatEditor(partitionIo(d, (await probeLayout(d)).esp));
+    expect(Buffer.from(await esp.readFile('loader/loader.conf')).toString()).toMatch(/^timeout 2$/m);
+    await d.close();
+  });
+
+  it('is needed to install a Type #1 release without --cmdline: an older release is refused, not booted without console', async () => {
+    const r = await ossify(['install', '--from', v1, '--disk', join(work.path, 'no-record.raw'), '--systemd-boot', sdboot]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/fake-os 1\.0\.0: its release\.json has no boot record \(a release made by an older ossify\)/);
+    expect(r.stderr).toMatch(/--cmdline/);
+  });
+
+  it('gives upgrade its tries (--tries overrides) and kernel arguments, offline and on the device alike', async () => {
+    const disk = await installFresh('record-upgrade', v1);
+    const u = await up(disk, rec2);
+    expect(u).toMatchObject({ slot: 'b', entryFile: 'ossify-b+5.conf', tries: 5 });
+    const { state } = await espCheck(disk);
+    const offline = entryConf({ slot: 'b', generation: 2, name: 'fake-os', version: '2.0.0', cmdline: RECORDED });
+    expect(state.slots.b.entry!.text).toBe(offline);
+    const forced = await ossify(['upgrade', '--from', rec2, '--disk', await installFresh('record-tries', v1), '--tries', '2', '--json']);
+    expect(JSON.parse(forced.stdout)).toMatchObject({ entryFile: 'ossify-b+2.conf', tries: 2 });
+
+    // The running slot boots with CMDLINE; the release's own arguments win over them.
+    const { esp, sh } = await fakeDevice('a', rec2);
+    const dev = sh(['upgrade']);
+    expect(dev.code, dev.stderr).toBe(0);
+    expect(dev.stderr).toMatch(/slot b boots next with 5 tries/);
+    expect(readFileSync(join(esp, 'loader/entries/ossify-b+5.conf'), 'utf8')).toBe(entryConf({ slot: 'b', generation: 5, name: 'fake-os', version: '2.0.0', cmdline: RECORDED }));
+    const again = await fakeDevice('a', rec2);
+    expect(again.sh(['upgrade', '--tries', '1']).code).toBe(0);
+    expect(readFileSync(join(again.esp, 'loader/entries/ossify-b+1.conf'), 'utf8')).toContain(`options ossify.slot=b ossify.root=ROOT-B ${RECORDED}\n`);
+  });
+
+  it('an older release keeps the running slot\'s kernel arguments and 3 tries, and says so', async () => {
+    const { esp, sh } = await fakeDevice('a');
+    const dev = sh(['upgrade']);
+    expect(dev.stderr).toMatch(/release\.json has no boot record \(a release made by an older ossify\): slot b gets the kernel arguments of slot a/);
+    expect(readFileSync(join(esp, 'loader/entries/ossify-b+3.conf'), 'utf8')).toContain(`${CMDLINE}\n`);
+  });
+
+  it('refuses a record that contradicts the payload', async () => {
+    const dir = fakeRelease({ version: '2.0.0', seed: 53 });
+    const build = JSON.parse(readFileSync(join(dir, 'build.json'), 'utf8'));
+    build.boot = { entries: 'uki', cmdline: '', timeout: 0, tries: 3 };
+    writeFileSync(join(dir, 'build.json'), `${JSON.stringify(build, null, 2)}\n`);
+    const r = await ossify(['upgrade', '--from', dir, '--disk', await installFresh('record-bad', v1)]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/its boot record says boot\.entries uki, but it ships no unified kernel images/);
+    const { sh } = await fakeDevice('a', dir);
+    expect(sh(['upgrade']).stderr).toMatch(/release\.json says boot\.entries uki, but the payload has no unified kernel images/);
+  });
+});
+
 describe('--image', () => {
-  it('installs and upgrades from a registry by digest, recording the image on the ESP', async () => {
+  it('installs from a registry by digest the same bytes as from the directory, and upgrades recording the image on the ESP', async () => {
     const reg = await startRegistry();
     try {
       const busybox = fakeStaticElf(62);
@@ -434,6 +515,7 @@ describe('--image', () => {
       const disk = join(work.path, 'from-registry.raw');
       const i = await ossify(['install', '--image', p1.reference, '--insecure', '--disk', disk, '--systemd-boot', sdboot, '--cmdline', CMDLINE]);
       expect(i.exitCode, i.stderr).toBe(0);
+      expect(sha(readFileSync(disk))).toBe(sha(readFileSync(await installFresh('same-as-registry', v1))));
       const tag = await ossify(['upgrade', '--image', `${reg.host}/ossify/fake:2.0.0`, '--insecure', '--disk', disk]);
       expect(tag.exitCode).toBe(2);
       expect(tag.stderr).toMatch(/has no digest: a tag can point at another image tomorrow/);
@@ -441,7 +523,8 @@ describe('--image', () => {
       expect(u.exitCode, u.stderr).toBe(0);
       expect(JSON.parse(u.stdout)).toMatchObject({ slot: 'b', generation: 2 });
       const s = await diskStatus(disk, { verify: true });
-      expect(s.slots[0]!.release).toMatchObject({ version: '1.0.0', image: p1.reference, recordedIn: 'release.json', verified: true });
+      expect(s.slots[0]!.release).toMatchObject({ version: '1.0.0', recordedIn: 'entry-title' });
+      expect(s.slots[0]!.release!.image).toBeUndefined();
       expect(s.slots[1]!.release).toMatchObject({ version: '2.0.0', image: p2.reference, recordedIn: 'release.json', verified: true });
       await oracles(disk);
       // The same release by tag, when explicitly allowed, is already there.

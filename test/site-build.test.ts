@@ -158,12 +158,13 @@ describe('a fleet of sites', () => {
     expect(i.exitCode, i.stderr).toBe(0);
     expect(JSON.parse(i.stdout).site).toEqual({ name: site.record.site!.name, bytes: site.record.artifacts['site.tar']!.size });
     expect(sha(readFileSync(fromDir))).toBe(sha(readFileSync(join(site.outDir, 'disk.raw'))));
-    // From the registry (an image records no partition sizes, so the installer's defaults apply
-    // and only --size would change them): the same disk and partition GUIDs, the seed in STATE.
+    // From the registry (release.json records the build's partition sizes and boot settings):
+    // the site's disk.raw again, byte for byte, so the same GUIDs and the seed in STATE.
     const pushed = await pushBuild(site.outDir, `${registry.host}/fleet/tiny:${site.record.site!.name}`, { insecure: true, blobCache: false as const, credentials: null });
     const fromImage = join(root, 'installed-from-image.raw');
     const r = await ossify(['install', '--image', pushed.reference, '--insecure', '--disk', fromImage, '--cache-dir', INPUTS]);
     expect(r.exitCode, r.stderr).toBe(0);
+    expect(sha(readFileSync(fromImage))).toBe(sha(readFileSync(join(site.outDir, 'disk.raw'))));
     expect(runOk('sgdisk', ['-v', fromImage])).toMatch(/No problems found/);
     const guids = (disk: string) => runOk('sgdisk', ['-p', disk]).match(/Disk identifier \(GUID\): (\S+)/)![1]! + [1, 2, 3, 4].map((n) => runOk('sgdisk', ['-i', String(n), disk]).match(/unique GUID: (\S+)/)![1]).join(' ');
     expect(guids(fromImage)).toBe(guids(join(site.outDir, 'disk.raw')));

@@ -65,12 +65,16 @@ export function parseVerityCmdline(cmdline: string): SlotVerity | undefined {
   return { rootHash, salt: salt === '-' ? '' : salt, dataBlocks: Number(get('ossify.verity.blocks')), hashOffset: Number(get('ossify.verity.hashoffset')) };
 }
 
-export function kernelCmdline(slot: Slot, extra: string, verity?: SlotVerity): string {
-  const own = extra
-    .trim()
+/** A command line's arguments besides the ones naming a slot, one space apart. */
+export function extraArguments(cmdline: string): string {
+  return cmdline
     .split(/\s+/)
     .filter((w) => w && !isSlotArgument(w))
     .join(' ');
+}
+
+export function kernelCmdline(slot: Slot, extra: string, verity?: SlotVerity): string {
+  const own = extraArguments(extra);
   return [`ossify.slot=${slot}`, `ossify.root=${rootLabel(slot)}`, verity ? verityCmdline(verity) : '', own].filter(Boolean).join(' ');
 }
 

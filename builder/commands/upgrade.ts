@@ -5,7 +5,7 @@ import { addSourceOptions, intFlag, sourceFromFlags, stderrLog, type SourceCliFl
 
 interface UpgradeFlags extends SourceCliFlags {
   disk: string;
-  tries: string;
+  tries?: string;
   cmdline?: string;
   force?: boolean;
   replaceSite?: boolean;
@@ -19,14 +19,14 @@ export function registerUpgradeCommand(program: Command): void {
       .description('write a release into the inactive slot, verify it, and make it boot next on trial (boot counting falls back if it never comes up)'),
   )
     .requiredOption('--disk <file>', 'ossify disk image file or block device (not mounted)')
-    .option('--tries <n>', 'boot attempts before the new slot counts as bad', '3')
-    .option('--cmdline <args>', 'kernel arguments besides the slot\'s own (default: the release build\'s, else the active entry\'s)')
+    .option('--tries <n>', 'boot attempts before the new slot counts as bad (default: the release\'s boot.tries, 3 unless its profile says otherwise)')
+    .option('--cmdline <args>', 'kernel arguments besides the slot\'s own (default: the release\'s, as its profile\'s kernel.cmdline; a release made by an older ossify: the active entry\'s)')
     .option('--arch <arch>', 'architecture to take from a multi-arch image index (default: the disk\'s)')
     .option('--force', 'upgrade even while the next-boot slot is still on trial')
     .option('--replace-site', 'write a site release\'s data to STATE even when the disk holds another site\'s')
     .option('--json', 'print the result as JSON')
     .action(async (f: UpgradeFlags) => {
-      const tries = intFlag(f.tries, '--tries', 1, 9)!;
+      const tries = intFlag(f.tries, '--tries', 1, 9);
       // From a multi-arch index, the image of the disk's architecture.
       const arch = f.arch ?? (f.image !== undefined ? await diskArch(f.disk) : undefined);
       const source = await sourceFromFlags({ ...f, ...(arch !== undefined ? { arch } : {}) });
@@ -34,7 +34,7 @@ export function registerUpgradeCommand(program: Command): void {
         const r = await upgrade({
           disk: f.disk,
           source,
-          tries,
+          ...(tries !== undefined ? { tries } : {}),
           ...(f.cmdline !== undefined ? { cmdline: f.cmdline } : {}),
           ...(f.force ? { force: true } : {}),
           ...(f.replaceSite ? { replaceSite: true } : {}),
@@ -48,7 +48,7 @@ export function registerUpgradeCommand(program: Command): void {
         process.stdout.write(
           r.alreadyInstalled
             ? `${rel.name} ${rel.version} is already in slot ${r.slot} and boots next (${r.entryFile})\n`
-            : `upgraded slot ${r.slot} of ${f.disk} to ${rel.name} ${rel.version}; it boots next with ${tries} tries (${r.entryFile})\n`,
+            : `upgraded slot ${r.slot} of ${f.disk} to ${rel.name} ${rel.version}; it boots next with ${r.tries} tries (${r.entryFile})\n`,
         );
         if (r.site) process.stdout.write(`site data of ${r.site.name ?? 'an unnamed site'} ${r.site.written ? 'written to' : 'already on'} STATE\n`);
       } finally {

@@ -1,80 +1,60 @@
-import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { entryFileName } from '../boot/entries.ts';
-import { SECURE_BOOT_KEYS_DIR, SYSTEMD_EFI_DIR } from '../boot/esp.ts';
+import { readFile } from 'node:fs/promises';
+import { SYSTEMD_EFI_DIR } from '../boot/esp.ts';
+import type { ReleaseBoot } from '../boot/release-boot.ts';
 import { efiNames } from '../arch.ts';
-import { openFatEditor } from '../formats/fat/mutate.ts';
 import { loadInput } from '../inputs/index.ts';
 import { DebInput } from '../profile/schema.ts';
 import { readContent } from '../tree/content.ts';
 import { InputError } from '../util/errors.ts';
-import { ENTRIES_DIR, extraCmdline, parseEntryConf } from './boot-state.ts';
 import { enrolsKeys, releaseBootFiles } from './boot-files.ts';
-import { openDisk, partitionIo } from './disk.ts';
-import { probeLayout } from './layout.ts';
 import type { ReleaseSource } from './release.ts';
 
 /**
- * What a disk needs beyond the slot's files: systemd-boot, the Secure Boot keys it enrols,
- * the menu timeout and (Type #1) the kernel arguments from the release's profile. A release
- * made by this ossify carries the first three as payload files (builder/installer/boot-files.ts);
- * otherwise they come from (first match wins) the command line, the release source's own built
- * disk (a build output's disk.raw), the disk being upgraded, or — for systemd-boot only — the
- * same Debian package the build uses by default. The kernel arguments come only from
- * the command line, disk.raw or the disk being upgraded.
+ * How a disk boots a release, as its build wrote disk.raw: the release's boot record
+ * (release.json `boot`, builder/boot/release-boot.ts: entry kind, kernel arguments, menu
+ * timeout, tries, Secure Boot enrolment) and its payload boot files (systemd-boot, loader.conf,
+ * the Secure Boot keys: builder/installer/boot-files.ts). `install --from`, `install --image`,
+ * `upgrade` and the on-device script all read these, so each writes what the build wrote.
+ *
+ * A release made before releases carried the record has `record` undefined: its kernel
+ * arguments are unknown (install refuses a Type #1 one unless --cmdline names them; upgrade
+ * keeps the running slot's), its tries default to 3 and its timeout comes from its
+ * loader.conf, else 0. Command-line flags override every setting.
  */
 export interface BootSettings {
-  /** Kernel arguments besides the ones naming the slot. */
+  record: ReleaseBoot | undefined;
+  /** Kernel arguments besides the ones naming the slot; undefined when the release records none. */
   cmdline: string | undefined;
   timeout: number | undefined;
+  tries: number | undefined;
   systemdBoot: Uint8Array | undefined;
   /** Secure Boot: the keys systemd-boot enrols (loader/keys/auto/*.auth) and loader.conf's secure-boot-enroll. */
   secureBoot?: { enroll: 'force' | 'manual' | 'off'; auth: Record<'PK' | 'KEK' | 'db', Uint8Array> } | undefined;
 }
 
-/** The release's own boot files (its payload or build artifacts), else what its build baked into disk.raw. */
+/** The release's boot record and boot files, checked to agree with each other. */
 export async function bootSettingsOfSource(src: ReleaseSource): Promise<BootSettings> {
-  const built = await bootSettingsOfBuiltDisk(src);
+  const record = src.release.boot;
   const rel = await releaseBootFiles(src);
-  if (!rel) return built;
+  const what = `${src.release.name} ${src.release.version}`;
+  if (record && rel) {
+    // loader.conf is written from the record (builder/boot/esp.ts): a difference is a damaged or hand-made release.
+    const enroll = record.secureBoot && record.secureBoot.enroll !== 'off' ? record.secureBoot.enroll : undefined;
+    const disagree = rel.timeout !== record.timeout ? `timeout ${rel.timeout ?? 'none'} against ${record.timeout}` : rel.enroll !== enroll ? `secure-boot-enroll ${rel.enroll ?? 'none'} against ${enroll ?? 'none'}` : (rel.auth !== undefined) !== (enroll !== undefined) ? `${rel.auth ? 'keys to enrol' : 'no keys to enrol'} against secure-boot-enroll ${enroll ?? 'none'}` : undefined;
+    if (disagree) throw new InputError(`${what}: its loader.conf and its boot record in release.json disagree (${disagree})`, { hint: 'rebuild the release with ossify build' });
+  }
   return {
-    cmdline: built.cmdline,
-    timeout: rel.timeout ?? built.timeout,
-    systemdBoot: rel.systemdBoot,
-    ...(rel.auth && enrolsKeys(rel) ? { secureBoot: { enroll: rel.enroll!, auth: rel.auth } } : {}),
+    record,
+    cmdline: record?.cmdline,
+    timeout: record?.timeout ?? rel?.timeout,
+    tries: record?.tries,
+    systemdBoot: rel?.systemdBoot,
+    ...(rel?.auth && enrolsKeys(rel) ? { secureBoot: { enroll: rel.enroll!, auth: rel.auth } } : {}),
   };
 }
 
-/** Reads the settings a build baked into its disk.raw, if the source is a build output with one. */
-async function bootSettingsOfBuiltDisk(src: ReleaseSource): Promise<BootSettings> {
-  const none: BootSettings = { cmdline: undefined, timeout: undefined, systemdBoot: undefined };
-  const diskPath = join(src.dir, 'disk.raw');
-  if (!(await stat(diskPath).catch(() => undefined))?.isFile()) return none;
-  const disk = await openDisk(diskPath, { write: false });
-  try {
-    const layout = await probeLayout(disk).catch(() => undefined);
-    if (!layout) return none;
-    const esp = await openFatEditor(partitionIo(disk, layout.esp));
-    const read = async (path: string) => ((await esp.stat(path)) ? Buffer.from(await esp.readFile(path)) : undefined);
-    const entry = await read(`${ENTRIES_DIR}/${entryFileName('a')}`);
-    const loader = await read('loader/loader.conf');
-    const conf = loader ? parseEntryConf(loader.toString('utf8')) : new Map<string, string>();
-    const timeout = Number(conf.get('timeout') ?? NaN);
-    // A Secure Boot build's ESP carries the signed systemd-boot (above) and the keys to enrol.
-    const enroll = conf.get('secure-boot-enroll');
-    const auth = { PK: await read(`${SECURE_BOOT_KEYS_DIR}/PK.auth`), KEK: await read(`${SECURE_BOOT_KEYS_DIR}/KEK.auth`), db: await read(`${SECURE_BOOT_KEYS_DIR}/db.auth`) };
-    const secureBoot: BootSettings['secureBoot'] =
-      (enroll === 'force' || enroll === 'manual' || enroll === 'off') && auth.PK && auth.KEK && auth.db ? { enroll, auth: { PK: auth.PK, KEK: auth.KEK, db: auth.db } } : undefined;
-    return {
-      cmdline: entry ? extraCmdline(parseEntryConf(entry.toString('utf8')).get('options')) : undefined,
-      timeout: Number.isFinite(timeout) ? timeout : undefined,
-      systemdBoot: await read(efiNames(layout.arch).removable),
-      ...(secureBoot ? { secureBoot } : {}),
-    };
-  } finally {
-    await disk.close();
-  }
-}
+/** What an install or upgrade says about a release without a boot record. */
+export const NO_BOOT_RECORD = 'its release.json has no boot record (a release made by an older ossify)';
 
 /** systemd-boot from a file the user names, or from Debian's systemd-boot-efi of the architecture through the input cache. */
 export async function loadSystemdBoot(opts: { file?: string; arch: string; cacheDir: string; log?: (line: string) => void }): Promise<Uint8Array> {

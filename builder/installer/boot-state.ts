@@ -1,4 +1,4 @@
-import { isSlotArgument, parseEntryFileName, parseUkiFileName, slotDir, SLOTS, UKI_DIR, ENTRY_SORT_KEY, type EntryState, type Slot } from '../boot/entries.ts';
+import { extraArguments, parseEntryFileName, parseUkiFileName, slotDir, SLOTS, UKI_DIR, ENTRY_SORT_KEY, type EntryState, type Slot } from '../boot/entries.ts';
 import { readUki } from '../boot/uki.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
 
@@ -81,10 +81,7 @@ export function parseEntryConf(text: string): Map<string, string> {
 
 /** Kernel arguments other than the ones ossify writes for the slot (slot, root, verity). */
 export function extraCmdline(options: string | undefined): string {
-  return (options ?? '')
-    .split(/\s+/)
-    .filter((w) => w && !isSlotArgument(w))
-    .join(' ');
+  return extraArguments(options ?? '');
 }
 
 export function generationOf(version: string | undefined): number {

@@ -35,8 +35,10 @@ import { TEMP_SUFFIX } from './boot-state.ts';
  *
  * Here the kernel's vfat driver does the FAT work, so "sync" stands for the editor's ordering
  * points. The entry it writes is byte for byte what entryConf() writes, with the kernel
- * arguments of the running slot's entry, so an on-device upgrade and an offline one leave
- * the same boot state.
+ * arguments and tries of the release's boot record (release.json `boot`, see
+ * builder/boot/release-boot.ts; `--tries` overrides), so an on-device upgrade and an offline
+ * one leave the same boot state. A release without the record (made by an older ossify) gets
+ * the running slot's kernel arguments and 3 tries, as `ossify upgrade` gives it.
  *
  * Commands: `upgrade [--tries N] [--replace-site]`, `site [--replace-site]`, `verify`, `release`, `files`, `help`. Paths can be
  * redirected for tests: OSSIFY_ROOT (image root; payload in $OSSIFY_ROOT/ossify/payload),
@@ -79,7 +81,8 @@ with dm-verity and unified kernel images; site.tar for a site of a fleet) in /os
 Commands:
   upgrade [--tries N] [--replace-site]
                        write the release into the slot that is not running, verify it,
-                       and make it boot next with N tries (default 3); a site release
+                       and make it boot next with N tries (default: the release's
+                       boot.tries, else 3); a site release
                        also replaces the site data at the start of STATE
   site [--replace-site]
                        write only the site data (site.tar) to STATE; it applies at the
@@ -95,6 +98,11 @@ USAGE
 field() { $bb sed -n "s/^  \\"$1\\": \\"\\(.*\\)\\",\\{0,1\\}$/\\1/p" "$release" | $bb head -n 1; }
 artifacts() { $bb sed -n 's/^    "\\([^"]*\\)": {"sha256": "\\([a-f0-9]*\\)", "size": \\([0-9]*\\)}.*/\\1 \\2 \\3/p' "$release"; }
 sha_of() { $bb sha256sum "$1" | $bb cut -d ' ' -f 1; }
+# The boot record (release.json "boot", one key a line: see encodeReleaseBoot); empty for a release without one.
+boot_record() { $bb sed -n '/^  "boot": {$/,/^  },\\{0,1\\}$/p' "$release"; }
+# A key of the boot record as its JSON value; boot_string decodes a string (the record escapes only \\" and \\\\).
+boot_value() { boot_record | $bb sed -n "s/^    \\"$1\\": \\(.*\\)$/\\1/p" | $bb sed 's/,$//' | $bb head -n 1; }
+boot_string() { boot_value "$1" | $bb sed -e 's/^"\\(.*\\)"$/\\1/' -e 's/\\\\\\(.\\)/\\1/g'; }
 
 verify_payload() {
 	[ -r "$release" ] || die "$release is missing: not a complete ossify installer payload"
@@ -353,7 +361,7 @@ boot_files() {
 }
 
 upgrade() {
-	tries=3
+	tries=
 	replace=
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -362,9 +370,12 @@ upgrade() {
 		*) die "unknown option $1" ;;
 		esac
 	done
-	case $tries in [1-9]) ;; *) die "--tries must be 1 to 9, not $tries" ;; esac
+	case $tries in '' | [1-9]) ;; *) die "--tries must be 1 to 9, not $tries" ;; esac
 
 	verify_payload
+	[ -n "$tries" ] || tries=$(boot_value tries)
+	[ -n "$tries" ] || tries=3
+	case $tries in [1-9]) ;; *) die "release.json's boot.tries must be 1 to 9, not $tries" ;; esac
 	name=$(field name)
 	version=$(field version)
 	arch=$(field arch)
@@ -418,6 +429,10 @@ upgrade() {
 		artifacts | $bb grep -q '^uki-b.efi ' || die "the payload has uki-a.efi but not uki-b.efi"
 		uki="$payload/uki-$target.efi"
 	fi
+	case "$(boot_string entries):$uki" in
+	uki:) die "release.json says boot.entries uki, but the payload has no unified kernel images" ;;
+	type1:?*) die "release.json says boot.entries type1, but the payload has unified kernel images" ;;
+	esac
 
 	# fleet: STATE is checked before anything is written (and before the ESP is mounted).
 	seed=
@@ -450,13 +465,18 @@ upgrade() {
 	boot_check
 	say "slot $active is running; writing $name $version to slot $target ($label, $dev/$rootdev)"
 
-	# The running slot's kernel arguments, minus the ones naming the slot.
+	# The release's kernel arguments; a release without a boot record keeps the running slot's (minus the ones naming the slot).
 	opts=
-	for e in "$entries/ossify-$active.conf" "$entries/ossify-$active+"*.conf; do
-		[ -f "$e" ] || continue
-		opts=$($bb sed -n 's/^options //p' "$e" | $bb head -n 1)
-		break
-	done
+	if [ -n "$(boot_record)" ]; then
+		opts=$(boot_string cmdline)
+	else
+		for e in "$entries/ossify-$active.conf" "$entries/ossify-$active+"*.conf; do
+			[ -f "$e" ] || continue
+			opts=$($bb sed -n 's/^options //p' "$e" | $bb head -n 1)
+			break
+		done
+		say "$name $version: release.json has no boot record (a release made by an older ossify): slot $target gets the kernel arguments of slot $active"
+	fi
 	extra=
 	set -f
 	for w in $opts; do

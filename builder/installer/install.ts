@@ -1,7 +1,7 @@
 import { open, stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { buildEspTree } from '../boot/esp.ts';
-import { slotDir, ukiArtifact } from '../boot/entries.ts';
+import { ukiArtifact } from '../boot/entries.ts';
 import { abLayout, diskSizeFor, MiB, type DiskLayout } from '../disk/layout.ts';
 import { assembleDisk } from '../disk/assemble.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
@@ -9,23 +9,25 @@ import { planPartitions, readGpt, writeGpt } from '../formats/gpt.ts';
 import { bytesContent, hostFileContent } from '../tree/content.ts';
 import { SITE_ARTIFACT } from '../oci/installer-image.ts';
 import { InputError } from '../util/errors.ts';
-import { bootSettingsOfSource, loadSystemdBoot } from './boot-settings.ts';
+import { bootSettingsOfSource, loadSystemdBoot, NO_BOOT_RECORD } from './boot-settings.ts';
 import { secureBootGap } from './boot-files.ts';
 import { openDisk, partitionIo, type Disk } from './disk.ts';
-import { openEsp, putFileAtomic } from './esp.ts';
 import { probeLayout } from './layout.ts';
 import { hostArch, normaliseArch } from '../arch.ts';
 import { verifyRelease, type ReleaseSource } from './release.ts';
 import { releaseSeed, type ReleaseSeed } from './site-seed.ts';
 import { runInstallerSteps, type InstallerStep, type WriteMeter } from './steps.ts';
-import { releaseUsesUki, slotReleaseJson, writeRootImage } from './upgrade.ts';
+import { releaseUsesUki, writeRootImage } from './upgrade.ts';
 import { checkReleaseVerity, releaseVerity, writeSlotVerity, type ReleaseVerity } from './verity.ts';
 
 /**
  * Install: a new disk image file, or a blank disk (file or block device), gets the A/B
  * layout, an ESP with systemd-boot and slot A's kernel, initrd and blessed entry, and the
  * release in ROOT-A. A new file is made by the build's own disk assembly, so installing a
- * build output gives byte for byte the build's disk.raw (when the sizes are the same).
+ * build output gives byte for byte the build's disk.raw (when the sizes are the same), from
+ * its directory or from its installer image in a registry alike: the boot settings come from
+ * the release's boot record (builder/installer/boot-settings.ts), and the ESP records nothing
+ * about where the release came from (an upgrade's slot release.json names the image).
  * On an existing disk the GPT is invalidated first and written last: a killed install
  * leaves a disk that is plainly not an ossify disk, and rerunning the install finishes it.
  *
@@ -91,21 +93,17 @@ interface Ctx {
   seed?: ReleaseSeed | undefined;
 }
 
-function partSize(src: ReleaseSource, label: string): number | undefined {
-  const parts = (src.build as { partitions?: { label: string; size: number }[] } | undefined)?.partitions;
-  return parts?.find((p) => p.label === label)?.size;
-}
-
 function chooseLayout(c: Ctx): DiskLayout {
   const { opts } = c;
   const src = opts.source;
   const r = src.release;
-  const esp = roundMiB(opts.espSize ?? partSize(src, 'ESP') ?? SCHEMA_DEFAULTS.esp);
+  // The release's build's sizes (a release made by an older ossify names none: the schema's defaults).
+  const esp = roundMiB(opts.espSize ?? r.disk?.esp ?? SCHEMA_DEFAULTS.esp);
   const minRoot = Math.max(r.requirements.minRootSlotSize, r.artifacts['rootfs.squashfs']!.size);
-  const root = roundMiB(opts.rootSize ?? src.build?.slots?.rootSize ?? partSize(src, 'ROOT-A') ?? Math.max(SCHEMA_DEFAULTS.root, 2 * minRoot));
+  const root = roundMiB(opts.rootSize ?? r.disk?.root ?? Math.max(SCHEMA_DEFAULTS.root, 2 * minRoot));
   const total = c.diskSize ?? opts.size;
   let state: number;
-  if (total === undefined) state = roundMiB(partSize(src, 'STATE') ?? SCHEMA_DEFAULTS.state);
+  if (total === undefined) state = roundMiB(r.disk?.state ?? SCHEMA_DEFAULTS.state);
   else state = Math.floor((total - 2 * MiB) / MiB) * MiB - esp - 2 * root;
   if (state < MiB) {
     const need = 2 * MiB + esp + 2 * root + MiB;
@@ -121,10 +119,15 @@ async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<
   const src = opts.source;
   const built = await bootSettingsOfSource(src);
   const arch = normaliseArch(src.release.arch);
-  const systemdBoot = opts.systemdBoot !== undefined || !built.systemdBoot ? await loadSystemdBoot({ ...(opts.systemdBoot !== undefined ? { file: opts.systemdBoot } : {}), arch, cacheDir: opts.cacheDir, log }) : built.systemdBoot;
   const cmdline = opts.cmdline ?? built.cmdline;
   if (c.uki && opts.cmdline !== undefined) log('--cmdline is ignored: a unified kernel image carries its own (signed) command line');
-  if (cmdline === undefined && !c.uki) log('the release records no kernel arguments and --cmdline was not given: the entry carries only the slot\'s own');
+  if (cmdline === undefined && !c.uki) {
+    // Booting without the profile's arguments (console=, panic=) looks like a hang: say so now.
+    throw new InputError(`${src.release.name} ${src.release.version}: ${NO_BOOT_RECORD}, so the kernel arguments its build gave slot a are unknown`, {
+      hint: 'pass --cmdline with the profile\'s kernel.cmdline (e.g. --cmdline "console=ttyS0 panic=5"), or rebuild and push the release with this ossify',
+    });
+  }
+  const systemdBoot = opts.systemdBoot !== undefined || !built.systemdBoot ? await loadSystemdBoot({ ...(opts.systemdBoot !== undefined ? { file: opts.systemdBoot } : {}), arch, cacheDir: opts.cacheDir, log }) : built.systemdBoot;
   const a = src.release.artifacts;
   const gap = await secureBootGap(src, systemdBoot, c.uki === true);
   if (gap) log(gap);
@@ -242,20 +245,6 @@ function steps(): InstallerStep<Ctx>[] {
           },
         });
         log(`${c.opts.disk}: ${diskSizeFor(c.layout!)} bytes${c.seed ? `, site ${c.seed.name ?? '(unnamed)'} in STATE` : ''}`);
-      },
-    },
-    {
-      name: 'record-source',
-      // Only an image adds something the build's disk does not have: where it came from.
-      when: (c) => c.opts.source.origin.kind === 'image',
-      async run(c) {
-        const disk = c.disk ?? (await openDisk(c.opts.disk, { write: true }));
-        try {
-          const esp = await openEsp(disk, await probeLayout(disk));
-          await putFileAtomic(esp, `${slotDir('a')}/release.json`, Buffer.from(slotReleaseJson(c.opts.source)), c.opts.source.epoch);
-        } finally {
-          if (!c.disk) await disk.close();
-        }
       },
     },
   ];

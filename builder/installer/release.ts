@@ -1,14 +1,13 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { encodeRelease, loadBuildJson, parseRelease, PAYLOAD_OPTIONAL, PAYLOAD_REQUIRED, rfc3339, SITE_ARTIFACT, type BuildJson, type Release } from '../oci/installer-image.ts';
+import { encodeRelease, loadBuildJson, parseRelease, PAYLOAD_REQUIRED, releasesOfBuild, rfc3339, type BuildJson, type Release } from '../oci/installer-image.ts';
 import { pullRelease } from '../oci/pull.ts';
 import { parseReference, repoName } from '../oci/reference.ts';
 import { RegistryClient, type RegistryClientOptions } from '../oci/registry.ts';
 import { sha256File } from '../util/hash.ts';
 import { InputError } from '../util/errors.ts';
 import { normaliseArch } from '../arch.ts';
-import { UKI_ARTIFACTS } from '../boot/entries.ts';
 
 /**
  * A release source: a directory holding `rootfs.squashfs`, `vmlinuz`, `initramfs.img` and
@@ -35,30 +34,8 @@ const hexOf = (s: string) => s.replace(/^sha256:/, '');
 
 /** The release.json a build output's installer image would carry, byte for byte. */
 export function releaseFromBuild(build: BuildJson, origin: string): Release {
-  for (const n of PAYLOAD_REQUIRED) {
-    if (!build.artifacts[n]) throw new InputError(`${origin}: build.json lists no ${n}; a release needs ${PAYLOAD_REQUIRED.join(', ')}`);
-  }
   if (build.epoch === undefined) throw new InputError(`${origin}: build.json has no epoch`);
-  const artifacts: Release['artifacts'] = {};
-  // The slots' UKIs travel with the release like rootfs.verity (see builder/boot/entries.ts);
-  // a site build's seed like its installer image's site layer (docs/fleet.md).
-  for (const n of new Set<string>([...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL, ...UKI_ARTIFACTS, SITE_ARTIFACT])) {
-    const a = build.artifacts[n];
-    if (a) artifacts[n] = { sha256: hexOf(a.sha256), size: a.size };
-  }
-  const roothash = build.verity?.roothash ?? build.roothash;
-  return {
-    schemaVersion: 1,
-    name: build.name,
-    version: build.version,
-    arch: build.arch,
-    profileDigest: build.profileDigest,
-    ...(artifacts[SITE_ARTIFACT] && build.baseDigest !== undefined && build.baseDigest !== build.profileDigest ? { baseDigest: build.baseDigest } : {}),
-    created: rfc3339(build.epoch),
-    artifacts,
-    requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },
-    ...(roothash !== undefined ? { roothash } : {}),
-  };
+  return releasesOfBuild(build, rfc3339(build.epoch), `${origin}/build.json`).release;
 }
 
 function epochOf(release: Release, origin: string): number {

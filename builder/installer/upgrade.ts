@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { entryConf, entryFileName, rootLabel, slotDir, UKI_DIR, ukiArtifact, ukiFileName, type Slot } from '../boot/entries.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
-import { bootSettingsOfSource } from './boot-settings.ts';
+import { bootSettingsOfSource, NO_BOOT_RECORD } from './boot-settings.ts';
 import { planBootFiles, releaseBootFiles, writeBootFiles, type BootFilesPlan } from './boot-files.ts';
 import { describeCounting, ENTRIES_DIR, otherSlot, readBootState, TEMP_SUFFIX, type BootState } from './boot-state.ts';
 import { openDisk, partitionIo, type Disk } from './disk.ts';
@@ -82,11 +82,11 @@ import { checkReleaseVerity, releaseVerity, verifySlotVerity, writeSlotVerity, t
 export interface UpgradeOptions {
   disk: string;
   source: ReleaseSource;
-  /** Boot attempts before the slot counts as bad (default 3). */
+  /** Boot attempts before the slot counts as bad (default: the release's boot.tries, else 3). */
   tries?: number;
   /** The slot the running system booted from; default: the slot that boots next. */
   runningSlot?: Slot;
-  /** Kernel arguments besides the slot's own; default: the release's build, else the active entry's. */
+  /** Kernel arguments besides the slot's own; default: the release's boot record, else (an older release) the active entry's. */
   cmdline?: string;
   /** Upgrade even while the next-boot slot is still on trial. */
   force?: boolean;
@@ -100,6 +100,8 @@ export interface UpgradeResult {
   slot: Slot;
   entryFile: string;
   generation: number;
+  /** Boot attempts the new entry has (--tries, else the release's boot.tries, else 3). */
+  tries: number;
   /** True when the release already was the next boot and nothing was written. */
   alreadyInstalled: boolean;
   timings: Record<string, number>;
@@ -116,6 +118,7 @@ interface Ctx {
   active?: Slot | undefined;
   target?: Slot;
   generation?: number;
+  tries?: number;
   entryFile?: string;
   entryText?: string;
   /** The release's dm-verity data, when it has some. */
@@ -137,7 +140,12 @@ const entryDir = (c: Ctx) => (c.uki ? UKI_DIR : ENTRIES_DIR);
 export function releaseUsesUki(src: ReleaseSource): boolean {
   const have = [ukiArtifact('a'), ukiArtifact('b')].filter((n) => src.release.artifacts[n] !== undefined);
   if (have.length === 1) throw new InputError(`${src.release.name} ${src.release.version} ships ${have[0]} but not the other slot's UKI`);
-  return have.length === 2;
+  const uki = have.length === 2;
+  const entries = src.release.boot?.entries;
+  if (entries !== undefined && (entries === 'uki') !== uki) {
+    throw new InputError(`${src.release.name} ${src.release.version}: its boot record says boot.entries ${entries}, but it ships ${uki ? '' : 'no '}unified kernel images`, { hint: 'rebuild the release with ossify build' });
+  }
+  return uki;
 }
 
 const CHUNK = 4 << 20;
@@ -238,7 +246,9 @@ function steps(): InstallerStep<Ctx>[] {
         const target = active ? otherSlot(active) : 'a';
         c.target = target;
         c.generation = state.maxGeneration + 1;
-        const tries = c.opts.tries ?? 3;
+        const boot = await bootSettingsOfSource(c.opts.source);
+        const tries = c.opts.tries ?? boot.tries ?? 3;
+        c.tries = tries;
         // One disk, one form of entry: Type #1 and UKI entries do not sort against each other the way A/B needs.
         const other = state.order.find((e) => e.kind !== (c.uki ? 'uki' : 'type1'));
         if (other) {
@@ -252,8 +262,9 @@ function steps(): InstallerStep<Ctx>[] {
           if (c.opts.cmdline !== undefined) log('--cmdline is ignored: a unified kernel image carries its own (signed) command line');
         } else {
           c.entryFile = entryFileName(target, { left: tries });
-          const fromSource = c.opts.cmdline === undefined ? (await bootSettingsOfSource(c.opts.source)).cmdline : undefined;
-          const cmdline = c.opts.cmdline ?? fromSource ?? (active ? state.slots[active].entry?.extraCmdline : undefined) ?? '';
+          const running = active ? state.slots[active].entry?.extraCmdline : undefined;
+          if (c.opts.cmdline === undefined && boot.cmdline === undefined) log(`${r.name} ${r.version}: ${NO_BOOT_RECORD}: slot ${target} gets the kernel arguments of slot ${active ?? 'none'} (${running || 'none'})`);
+          const cmdline = c.opts.cmdline ?? boot.cmdline ?? running ?? '';
           c.entryText = entryConf({ slot: target, generation: c.generation, name: r.name, version: r.version, cmdline, ...(c.verity ? { verity: c.verity } : {}) });
         }
 
@@ -379,8 +390,8 @@ function steps(): InstallerStep<Ctx>[] {
 }
 
 export async function upgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
-  const tries = opts.tries ?? 3;
-  if (!Number.isInteger(tries) || tries < 1 || tries > 9) throw new InputError(`--tries must be a whole number from 1 to 9, not ${opts.tries}`);
+  const tries = opts.tries;
+  if (tries !== undefined && (!Number.isInteger(tries) || tries < 1 || tries > 9)) throw new InputError(`--tries must be a whole number from 1 to 9, not ${opts.tries}`);
   const log = opts.log ?? (() => {});
   const disk = await openDisk(opts.disk, { write: true });
   try {
@@ -392,6 +403,7 @@ export async function upgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
       slot: ctx.target!,
       entryFile: ctx.entryFile!,
       generation: ctx.generation!,
+      tries: ctx.tries ?? ctx.opts.tries ?? 3,
       alreadyInstalled: ctx.done,
       timings,
       ...(ctx.seed ? { site: { name: ctx.seed.name, written: ctx.seedWritten ?? false } } : {}),

@@ -6,6 +6,7 @@ import { gzipDeterministic } from '../util/gzip.ts';
 // The entrypoint is the on-device installer: the image upgrades the machine it runs on.
 import { DEVICE_SCRIPT } from '../installer/device-script.ts';
 import { BOOT_ARTIFACTS } from '../boot/esp.ts';
+import { encodeReleaseBoot, parseBuildBoot, ReleaseBootSchema, type ReleaseBoot } from '../boot/release-boot.ts';
 import { z } from 'zod';
 import { type TarEntry, writeTar } from '../formats/tar.ts';
 import { type Content, bytesContent, hostFileContent, readContent, textContent } from '../tree/content.ts';
@@ -16,7 +17,7 @@ import { gcLayout, hasBlob, initLayout, putBlobBytes, putBlobStream, putJson, re
 import { ANNOTATION, type Descriptor, type ImageManifest, MT, type Platform, platformForArch } from './media-types.ts';
 
 /** Bumped whenever the image's structure changes, so a cached layout from an older ossify is rebuilt. */
-const IMAGE_FORMAT = 2; // 2: a site's release.json names its baseDigest
+const IMAGE_FORMAT = 3; // 2: a site's release.json names its baseDigest; 3: release.json carries the boot record
 
 /** Inside the image: where the payload lives and what runs. */
 export const PAYLOAD_DIR = 'ossify/payload';
@@ -47,6 +48,9 @@ export const BuildJsonSchema = z.looseObject({
   // fleet (issue 9): a site build's base digest and site, and its site seed (artifact site.tar).
   baseDigest: z.string().optional(),
   site: z.looseObject({ name: z.string() }).optional(),
+  /** How the release boots (builder/boot/release-boot.ts); read with parseBuildBoot, which knows the older form. */
+  boot: z.unknown().optional(),
+  partitions: z.array(z.looseObject({ label: z.string(), size: z.number().int().positive() })).optional(),
 });
 export type BuildJson = z.infer<typeof BuildJsonSchema>;
 
@@ -66,6 +70,16 @@ export interface Release {
   artifacts: Record<string, { sha256: string; size: number }>;
   requirements: { minRootSlotSize: number };
   roothash?: string;
+  /** How the release boots, as its build wrote disk.raw; absent in a release made by an older ossify. */
+  boot?: ReleaseBoot;
+  /** The partition sizes of its build's disk.raw (bytes), which a new disk gets; absent in a release made by an older ossify. */
+  disk?: ReleaseDisk;
+}
+
+export interface ReleaseDisk {
+  esp: number;
+  root: number;
+  state: number;
 }
 
 export interface InstallerImageOptions {
@@ -191,6 +205,50 @@ export function assertStaticElf(bytes: Uint8Array, origin: string): void {
   }
 }
 
+/**
+ * The release.json of a build output and of its base: the same for an OS build; for a site
+ * build the first adds site.tar and names the base digest, the second (the payload layer's,
+ * shared by every site of the base) describes the OS alone.
+ */
+export function releasesOfBuild(build: BuildJson, created: string, origin: string): { release: Release; base: Release } {
+  for (const n of PAYLOAD_REQUIRED) {
+    if (!build.artifacts[n]) throw new InputError(`${origin} lists no ${n} artifact; a release needs ${PAYLOAD_REQUIRED.join(', ')}`, { hint: 'rebuild with ossify build' });
+  }
+  const artifacts: Release['artifacts'] = {};
+  for (const n of [...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL]) {
+    const a = build.artifacts[n];
+    if (a) artifacts[n] = { sha256: hexOf(a.sha256), size: a.size };
+  }
+  const roothash = build.verity?.roothash ?? build.roothash;
+  const boot = parseBuildBoot(build.boot, origin);
+  const part = (label: string) => build.partitions?.find((p) => p.label === label)?.size;
+  const [esp, root, state] = [part('ESP'), build.slots?.rootSize ?? part('ROOT-A'), part('STATE')];
+  const base: Release = {
+    schemaVersion: 1,
+    name: build.name,
+    version: build.version,
+    arch: build.arch,
+    profileDigest: build.profileDigest,
+    created,
+    artifacts,
+    requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },
+    ...(roothash !== undefined ? { roothash } : {}),
+    ...(boot ? { boot } : {}),
+    ...(esp !== undefined && root !== undefined && state !== undefined ? { disk: { esp, root, state } } : {}),
+  };
+  const site = build.artifacts[SITE_ARTIFACT];
+  if (!site) return { release: base, base };
+  return {
+    release: {
+      ...base,
+      // What the installer derives the disk's GUIDs and FAT serial from, as the build did.
+      ...(build.baseDigest !== undefined && build.baseDigest !== build.profileDigest ? { baseDigest: build.baseDigest } : {}),
+      artifacts: { ...artifacts, [SITE_ARTIFACT]: { sha256: hexOf(site.sha256), size: site.size } },
+    },
+    base: { ...base, profileDigest: build.baseDigest ?? build.profileDigest },
+  };
+}
+
 /** release.json: stable key order, one artifact per line so the script can read it without jq. */
 export function encodeRelease(r: Release): string {
   const lines: string[] = ['{'];
@@ -200,6 +258,8 @@ export function encodeRelease(r: Release): string {
     if (k === 'profileDigest' && r.baseDigest !== undefined) lines.push(`  "baseDigest": ${JSON.stringify(r.baseDigest)},`);
   }
   if (r.roothash !== undefined) lines.push(`  "roothash": ${JSON.stringify(r.roothash)},`);
+  if (r.boot !== undefined) lines.push(...encodeReleaseBoot(r.boot));
+  if (r.disk !== undefined) lines.push(`  "disk": {"esp": ${r.disk.esp}, "root": ${r.disk.root}, "state": ${r.disk.state}},`);
   lines.push(`  "requirements": {"minRootSlotSize": ${r.requirements.minRootSlotSize}},`);
   lines.push('  "artifacts": {');
   const names = Object.keys(r.artifacts).sort();
@@ -222,6 +282,8 @@ const ReleaseSchema = z.looseObject({
   artifacts: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), z.object({ sha256: z.string().regex(/^[a-f0-9]{64}$/), size: z.number().int().nonnegative() })),
   requirements: z.looseObject({ minRootSlotSize: z.number().int().nonnegative() }),
   roothash: z.string().optional(),
+  boot: ReleaseBootSchema.optional(),
+  disk: z.looseObject({ esp: z.number().int().positive(), root: z.number().int().positive(), state: z.number().int().positive() }).optional(),
 });
 
 export function parseRelease(text: string, origin: string): Release {
@@ -333,9 +395,6 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   }
 
   const created = rfc3339(epoch);
-  const artifacts: Release['artifacts'] = {};
-  for (const n of payloadNames) artifacts[n] = { sha256: hexOf(build.artifacts[n]!.sha256), size: build.artifacts[n]!.size };
-  const roothash = build.verity?.roothash ?? build.roothash;
   // fleet (issue 9): a site build's payload layer is its base's, byte for byte (release.json
   // names the base digest and the OS artifacts); the site layer adds site.tar and the site's
   // own release.json over it.
@@ -344,33 +403,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
     const st = await stat(join(outDir, SITE_ARTIFACT)).catch(() => undefined);
     if (st?.size !== site.size) throw new InputError(`${outDir}/${SITE_ARTIFACT} is missing or not the size build.json records`, { hint: 'rebuild with ossify build' });
   }
-  const baseRelease: Release = {
-    schemaVersion: 1,
-    name: build.name,
-    version: build.version,
-    arch: build.arch,
-    profileDigest: site ? (build.baseDigest ?? build.profileDigest) : build.profileDigest,
-    created,
-    artifacts,
-    requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },
-    ...(roothash !== undefined ? { roothash } : {}),
-  };
-  const release: Release = {
-    schemaVersion: 1,
-    name: build.name,
-    version: build.version,
-    arch: build.arch,
-    profileDigest: build.profileDigest,
-    created,
-    artifacts,
-    requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },
-    ...(roothash !== undefined ? { roothash } : {}),
-  };
-  if (site) {
-    release.artifacts = { ...artifacts, [SITE_ARTIFACT]: { sha256: hexOf(site.sha256), size: site.size } };
-    // What the installer derives the disk's GUIDs and FAT serial from, as the build did.
-    if (build.baseDigest !== undefined && build.baseDigest !== build.profileDigest) release.baseDigest = build.baseDigest;
-  }
+  const { release, base: baseRelease } = releasesOfBuild(build, created, `${outDir}/build.json`);
   const releaseText = encodeRelease(release);
   const baseReleaseText = encodeRelease(baseRelease);
 
