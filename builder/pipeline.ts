@@ -11,7 +11,7 @@ import { writeSquashfs } from './formats/squashfs/index.ts';
 import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, SYSTEMD_EFI_DIR, type EspSpec } from './boot/esp.ts';
 import { DEFAULT_ARCH, efiNames } from './arch.ts';
 import { assertBinaryArch } from './arch-check.ts';
-// verified boot (issue 8): dm-verity slots, unified kernel images, Secure Boot signing
+// verified boot: dm-verity slots, unified kernel images, Secure Boot signing
 import { releaseBootOf, type ReleaseBoot } from './boot/release-boot.ts';
 import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS, type SlotVerity } from './boot/entries.ts';
 import { buildUki } from './boot/uki.ts';
@@ -26,12 +26,12 @@ import { writeFileAtomic } from './util/atomic.ts';
 import { InputError, OssifyError } from './util/errors.ts';
 import { runSteps, type ProgressMode, type Step } from './steps.ts';
 import { buildInstallerImage } from './oci/installer-image.ts';
-// trust (issue 7): SBOM in the rootfs and beside the outputs, provenance beside the outputs, test-only nondeterminism hook
+// trust: SBOM in the rootfs and beside the outputs, provenance beside the outputs, test-only nondeterminism hook
 import { SBOM_FILE, addSbomToRootfs } from './trust/sbom.ts';
 import { writeProvenance } from './trust/provenance.ts';
 import { NONDETERMINISM_ENV, applyTestNondeterminism } from './reproducible.ts';
 import { packageInfo } from './util/package-info.ts';
-// fleet (issue 9): the stage cache around the steps, and site data
+// fleet: the stage cache around the steps, and site data
 import { StageRun, type StageStatus } from './cache/stages.ts';
 import { StageCache } from './cache/store.ts';
 import type { RemoteStageCache } from './cache/remote.ts';
@@ -52,11 +52,11 @@ export interface BuildOptions {
   progress: ProgressMode;
   /** The profile's lock file (builder/lock), when the build follows one. */
   lock?: InputLock;
-  /** fleet (issue 9): false runs every step (`--no-cache`); default: the stage cache in `<cacheDir>/stages`. */
+  /** fleet: false runs every step (`--no-cache`); default: the stage cache in `<cacheDir>/stages`. */
   stageCache?: boolean;
-  /** fleet (issue 9): the stage cache's directory, when not `<cacheDir>/stages` (tests, benchmarks). */
+  /** fleet: the stage cache's directory, when not `<cacheDir>/stages` (tests, benchmarks). */
   stageCacheDir?: string;
-  /** fleet (issue 9): registries stage records are read from and written to (`--cache-from`, `--cache-to`). */
+  /** fleet: registries stage records are read from and written to (`--cache-from`, `--cache-to`). */
   remoteCache?: { from?: RemoteStageCache; to?: RemoteStageCache };
   /** Image formats to write from the disk instead of the profile's `outputs:` (`--output`). */
   outputs?: OutputSpec[];
@@ -79,7 +79,7 @@ export interface BuildRecord {
   kernelVersion: string;
   artifacts: Record<string, { sha256: string; size: number }>;
   slots: { rootSize: number };
-  /** verified boot (issue 8): the dm-verity tree of rootfs.squashfs (artifact rootfs.verity), when the profile asks for it. */
+  /** verified boot: the dm-verity tree of rootfs.squashfs (artifact rootfs.verity), when the profile asks for it. */
   verity?: BuildVerity;
   /** How the release boots (entries, kernel arguments, timeout, tries, Secure Boot enrolment): release.json carries it to every installer. */
   boot: ReleaseBoot;
@@ -88,7 +88,7 @@ export interface BuildRecord {
   outputs: WrittenOutput[];
   sources: SourceRecord[];
   timings: Record<string, number>;
-  /** fleet (issue 9): a site build's profile digest without its site data (what its OS artifacts derive from), and the site. */
+  /** fleet: a site build's profile digest without its site data (what its OS artifacts derive from), and the site. */
   baseDigest?: string;
   site?: { name: string };
 }
@@ -96,7 +96,7 @@ export interface BuildRecord {
 export const ARTIFACTS = ['rootfs.squashfs', 'vmlinuz', 'initramfs.img', 'disk.raw'] as const;
 
 /**
- * verified boot (issue 8). `rootfs.verity` is the verity superblock and hash tree, written at
+ * verified boot. `rootfs.verity` is the verity superblock and hash tree, written at
  * `hashOffset` of a root slot (the squashfs zero-padded to 4 KiB before it); `uki-<slot>.efi`
  * are the unified kernel images of each slot (their command lines differ in the slot), signed
  * for Secure Boot when the profile says so. The ESP's shared boot files (systemd-boot as the ESP
@@ -127,7 +127,7 @@ export interface Ctx {
   vmlinuz?: Content;
   busybox?: Content;
   systemdBoot?: Content;
-  // verified boot (issue 8)
+  // verified boot
   stub?: Content;
   verity?: VerityResult;
   secureBoot?: SecureBootKeySet;
@@ -158,7 +158,7 @@ function osRelease(p: LoadedProfile): string {
     `IMAGE_ID=${name}`,
     `IMAGE_VERSION=${version}`,
     `VERSION=${JSON.stringify(version)}`,
-    // fleet (issue 9): the base digest, so every site of one base has the same rootfs (equal to the digest without site data).
+    // fleet: the base digest, so every site of one base has the same rootfs (equal to the digest without site data).
     `OSSIFY_PROFILE_DIGEST=${p.baseDigest ?? p.digest}`,
     '',
   ].join('\n');
@@ -173,7 +173,7 @@ async function checkArch(ctx: Ctx, content: Content, what: string, hint: string)
 const ROOT_SKELETON = ['dev', 'proc', 'sys', 'run', 'tmp', 'mnt'];
 
 function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
-  // verified boot (issue 8): the verity and uki steps only exist for profiles that ask for them.
+  // verified boot: the verity and uki steps only exist for profiles that ask for them.
   const wanted = (s: Step<Ctx>) => (s.name !== 'verity' || profile.rootfs.verity === true) && (s.name !== 'uki' || profile.boot.entries === 'uki');
   const all: Step<Ctx>[] = [
     {
@@ -196,7 +196,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         const bootTree = await fetchInput(ctx, p.boot.systemdBoot, log);
         const efi = efiNames(p.arch);
         ctx.systemdBoot = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.systemdBoot}`, 'boot.systemdBoot');
-        // verified boot (issue 8): systemd-stub ships in the same package as systemd-boot.
+        // verified boot: systemd-stub ships in the same package as systemd-boot.
         await checkArch(ctx, ctx.systemdBoot, `boot.systemdBoot: ${efi.systemdBoot}`, 'use systemd-boot-efi of that architecture');
         if (p.boot.entries === 'uki') ctx.stub = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.stub}`, 'boot.systemdBoot (for boot.entries: uki)');
         if (p.boot.secureBoot) ctx.secureBoot = await loadSecureBootKeys(p.boot.secureBoot.keys);
@@ -207,7 +207,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       async run(ctx, log) {
         const p = ctx.loaded.profile;
         const plan = await resolveModules(ctx.kernelTree!, ctx.kernelVersion!, p.kernel.modules);
-        if (p.rootfs.verity) checkVerityTools(p, plan); // verified boot (issue 8)
+        if (p.rootfs.verity) checkVerityTools(p, plan); // verified boot
         const programs = p.initramfs.programs?.length ? (await programsTree(p.initramfs.programs, 'initramfs.programs', (i) => fetchInput(ctx, i, log))).tree : undefined;
         const tree = buildInitramfsTree({ busybox: ctx.busybox!, modules: plan, kernelVersion: ctx.kernelVersion!, epoch: ctx.loaded.epoch, ...(programs ? { programs } : {}) });
         ctx.initramfs = await buildInitramfs(tree, p.initramfs.compression, p.initramfs.level);
@@ -241,13 +241,13 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         root.set('etc/os-release', { type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, content: textContent(osRel) });
         addOsIntegration(root, p);
         await checkRootInit(root, layers, p.arch);
-        applyTestNondeterminism(root); // trust (issue 7): test hook, a no-op unless OSSIFY_TEST_NONDETERMINISM=1
+        applyTestNondeterminism(root); // trust: test hook, a no-op unless OSSIFY_TEST_NONDETERMINISM=1
         root.normalise({ epoch: ctx.loaded.epoch, allRoot: p.rootfs.allRoot });
         ctx.rootfs = root;
         log(`${root.size} entries`);
       },
     },
-    // trust (issue 7): the SPDX SBOM of the finished rootfs goes into it and beside the outputs.
+    // trust: the SPDX SBOM of the finished rootfs goes into it and beside the outputs.
     {
       name: 'sbom',
       async run(ctx, log) {
@@ -256,7 +256,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
           name: p.name,
           version: p.version,
           arch: p.arch,
-          profileDigest: ctx.loaded.baseDigest ?? ctx.loaded.digest, // fleet (issue 9): shared by every site of a base
+          profileDigest: ctx.loaded.baseDigest ?? ctx.loaded.digest, // fleet: shared by every site of a base
           epoch: ctx.loaded.epoch,
           builderVersion: packageInfo().version,
           sources: dedupeSources(ctx.sources),
@@ -281,7 +281,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         log(`${size} bytes`);
       },
     },
-    // verified boot (issue 8): the hash tree of the squashfs, as it goes after it in a root slot.
+    // verified boot: the hash tree of the squashfs, as it goes after it in a root slot.
     {
       name: 'verity',
       async run(ctx, log) {
@@ -303,7 +303,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         await writeFileAtomic(join(ctx.work, 'vmlinuz'), await readContent(ctx.vmlinuz!));
       },
     },
-    // verified boot (issue 8): one unified kernel image per slot (the command line names the slot), signed for Secure Boot.
+    // verified boot: one unified kernel image per slot (the command line names the slot), signed for Secure Boot.
     {
       name: 'uki',
       async run(ctx, log) {
@@ -330,7 +330,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
       name: 'disk',
       async run(ctx, log) {
         const p = ctx.loaded.profile;
-        // verified boot (issue 8): the slot's entry pins the verity root hash; a UKI replaces kernel + initrd; Secure Boot signs systemd-boot and adds the keys to enrol.
+        // verified boot: the slot's entry pins the verity root hash; a UKI replaces kernel + initrd; Secure Boot signs systemd-boot and adds the keys to enrol.
         const verity = slotVerity(ctx.verity);
         const file = async (name: string) => hostFileContent(join(ctx.work, name), (await stat(join(ctx.work, name))).size);
         const sb = p.boot.secureBoot;
@@ -348,7 +348,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
           entry: { slot: 'a', generation: 1, name: p.name, version: p.version, cmdline: releaseBootOf(p, ctx.loaded.file).cmdline, ...(verity ? { verity } : {}) },
           epoch: ctx.loaded.epoch,
         });
-        // fleet (issue 9): GUIDs and the FAT serial from the base digest: every site of a base has this same disk, its seed aside.
+        // fleet: GUIDs and the FAT serial from the base digest: every site of a base has this same disk, its seed aside.
         const layout = abLayout({
           profileDigest: baseDigestOf(ctx.loaded),
           arch: p.arch,
@@ -372,7 +372,7 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
         log(`${ctx.partitions.length} partitions`);
       },
     },
-    // fleet (issue 9): the site's data as a small tar, written at the start of the STATE partition (no-ops without `site:`).
+    // fleet: the site's data as a small tar, written at the start of the STATE partition (no-ops without `site:`).
     {
       name: 'site',
       async run(ctx, log) {
@@ -399,12 +399,12 @@ function steps(profile: LoadedProfile['profile']): Step<Ctx>[] {
   return all.filter(wanted);
 }
 
-/** fleet (issue 9): the digest the OS artifacts derive from: the profile's without its site data. */
+/** fleet: the digest the OS artifacts derive from: the profile's without its site data. */
 function baseDigestOf(p: LoadedProfile): string {
   return p.baseDigest ?? p.digest;
 }
 
-// verified boot (issue 8)
+// verified boot
 function slotVerity(v: VerityResult | undefined): SlotVerity | undefined {
   return v ? { rootHash: v.rootHash, salt: v.salt, dataBlocks: v.dataBlocks, hashOffset: v.hashOffset } : undefined;
 }
@@ -427,7 +427,7 @@ function serialFrom(digest: string): number {
 }
 
 export function outputDirFor(outRoot: string, loaded: LoadedProfile): string {
-  // fleet (issue 9): every site of one base has the base's name and version.
+  // fleet: every site of one base has the base's name and version.
   const site = loaded.profile.site ? `-${loaded.profile.site.name}` : '';
   // One release built for two architectures has one name: the other one's outputs go beside.
   const arch = loaded.profile.arch === DEFAULT_ARCH ? '' : `-${loaded.profile.arch}`;
@@ -443,20 +443,20 @@ export interface BuildResult {
   record: BuildRecord;
   /** The installer image in `<outDir>/oci/` (an OCI image layout). */
   installer: { manifestDigest: string; layoutDir: string };
-  /** fleet (issue 9): what the stage cache did for each step (hit, remote, miss; run: a step it does not know; off). */
+  /** fleet: what the stage cache did for each step (hit, remote, miss; run: a step it does not know; off). */
   cache: Record<string, StageStatus>;
-  /** fleet (issue 9): what the stage cache worked around (a corrupt entry dropped, a registry that did not answer). */
+  /** fleet: what the stage cache worked around (a corrupt entry dropped, a registry that did not answer). */
   cacheWarnings: string[];
 }
 
 export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<BuildResult> {
   const outRoot = resolve(opts.outRoot);
   const finalDir = outputDirFor(outRoot, loaded);
-  const work = join(outRoot, `.ossify-tmp-${process.pid}-${basename(finalDir)}`); // fleet (issue 9): sites share name and version
+  const work = join(outRoot, `.ossify-tmp-${process.pid}-${basename(finalDir)}`); // fleet: sites share name and version
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
   const ctx: Ctx = { loaded, work, cacheDir: resolve(opts.cacheDir ?? join(outRoot, 'cache')), sources: [], ...(opts.lock ? { lock: opts.lock } : {}) };
-  // fleet (issue 9): the stage cache; the test hook that makes builds differ must never be cached.
+  // fleet: the stage cache; the test hook that makes builds differ must never be cached.
   const cacheOn = opts.stageCache !== false && process.env[NONDETERMINISM_ENV] !== '1';
   const stageCache = opts.stageCacheDir !== undefined ? StageCache.at(opts.stageCacheDir) : StageCache.open(ctx.cacheDir);
   const run = new StageRun(ctx, { ...(cacheOn ? { cache: stageCache } : {}), ...(opts.remoteCache ? { remote: opts.remoteCache } : {}) });
@@ -469,7 +469,7 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
       const path = join(work, a);
       artifacts[a] = await digest(path);
     }
-    // verified boot (issue 8): rootfs.verity and the UKIs, when this build made them.
+    // verified boot: rootfs.verity and the UKIs, when this build made them.
     for (const a of [...OPTIONAL_ARTIFACTS, SITE_SEED_FILE]) {
       const path = join(work, a);
       const st = await stat(path).catch(() => undefined);
@@ -497,7 +497,7 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
       kernelVersion: ctx.kernelVersion!,
       artifacts,
       slots: { rootSize: parseSize(loaded.profile.disk.root) },
-      // verified boot (issue 8)
+      // verified boot
       ...(ctx.verity
         ? { verity: { roothash: ctx.verity.rootHash, salt: ctx.verity.salt, hashOffset: ctx.verity.hashOffset, dataBlocks: ctx.verity.dataBlocks, dataBlockSize: ctx.verity.dataBlockSize, hashBlockSize: ctx.verity.hashBlockSize, algorithm: ctx.verity.algorithm } }
         : {}),
@@ -513,14 +513,14 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
     const image = await cachedInstallerImage(run, ctx.busybox!, loaded.epoch, (layerCache) =>
       buildInstallerImage(work, { busybox: ctx.busybox!, epoch: loaded.epoch, force: true, ...(layerCache ? { layerCache } : {}) }),
     );
-    // trust (issue 7): the in-toto provenance names the artifacts, the SBOM and the installer image, so it is written last.
+    // trust: the in-toto provenance names the artifacts, the SBOM and the installer image, so it is written last.
     await writeProvenance(
       work,
       { name: record.name, version: record.version, arch: record.arch, profileDigest: record.profileDigest, profileFile: loaded.file, epoch: record.epoch, artifacts: { ...record.artifacts, ...Object.fromEntries(outputs.map((o) => [o.file, o])) }, installerDigest: image.manifestDigest, sources: record.sources, builderVersion: packageInfo().version },
       join(work, SBOM_FILE),
     );
     await replaceDir(work, finalDir);
-    await run.pushRemote(); // fleet (issue 9): --cache-to, once the build succeeded
+    await run.pushRemote(); // fleet: --cache-to, once the build succeeded
     return { outDir: finalDir, record, installer: { manifestDigest: image.manifestDigest, layoutDir: join(finalDir, 'oci') }, cache: run.status, cacheWarnings: run.warnings };
   } catch (err) {
     await rm(work, { recursive: true, force: true });

@@ -19,7 +19,7 @@ import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 import { fakeStaticElf, startRegistry, type RegistryHandle } from './helpers/registry.ts';
 
 /**
- * Secure Boot releases through the installer image (issue 8): the payload carries the ESP's
+ * Secure Boot releases through the installer image: the payload carries the ESP's
  * shared boot files (systemd-boot signed with the db key, loader.conf with secure-boot-enroll,
  * loader/keys/auto/{PK,KEK,db}.auth), `install --image` writes them as the build's disk.raw has
  * them, `upgrade` replaces them file by file without ever leaving a torn or untrusted boot

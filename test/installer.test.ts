@@ -538,7 +538,7 @@ describe('--image', () => {
 });
 
 /**
- * verified boot (issue 8): a fake release with a dm-verity tree (and, if asked, the two
+ * verified boot: a fake release with a dm-verity tree (and, if asked, the two
  * slots' UKIs) as `ossify build` records them. The squashfs is left unpadded so the
  * installers must write the zeros between it and the tree themselves.
  */

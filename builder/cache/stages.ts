@@ -68,7 +68,7 @@ export const STAGES: Record<string, StageDef> = {
     slice: ['arch', 'name', 'version', 'kernel.cmdline', 'boot', 'disk', 'rootfs.verity', '$baseDigest', '$epoch'],
     checkpoint: (ctx) => seedOffset(ctx),
   },
-  // fleet (issue 9): the site's data as a tar, then that tar at the start of STATE on the disk.
+  // fleet: the site's data as a tar, then that tar at the start of STATE on the disk.
   site: { version: 1, deps: [], slice: ['site', '$epoch'], when: (p) => p.site !== undefined },
   'site seed': { version: 1, deps: ['disk', 'site'], slice: [], when: (p) => p.site !== undefined, sparseFrom: seedPrefix },
 };

@@ -5,7 +5,7 @@ import { build } from '../pipeline.ts';
 import { defaultProgressMode } from '../steps.ts';
 import { pushBuild } from '../oci/push.ts';
 import { progressReporter } from '../oci/progress.ts';
-// trust (issue 7): --verify-reproducible, and the SBOM attached to a pushed image
+// trust: --verify-reproducible, and the SBOM attached to a pushed image
 import { verifyReproducible } from '../reproducible.ts';
 import { attachSbom } from '../trust/attest.ts';
 import { SBOM_FILE } from '../trust/sbom.ts';
@@ -13,7 +13,7 @@ import { RegistryClient } from '../oci/registry.ts';
 import { parseReference } from '../oci/reference.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-// fleet (issue 9): the stage cache (--no-cache, --cache-from/--cache-to) and many profiles at once (--jobs, --matrix)
+// fleet: the stage cache (--no-cache, --cache-from/--cache-to) and many profiles at once (--jobs, --matrix)
 import { RemoteStageCache } from '../cache/remote.ts';
 import { buildMatrix, failureExitCode, matrixProfiles, type MatrixBuild } from '../site/matrix.ts';
 import type { LoadedProfile } from '../profile/load.ts';
@@ -69,7 +69,7 @@ export function registerBuildCommand(program: Command): void {
     .option('--output <formats>', `image formats to write the disk in, instead of the profile's outputs: (repeatable or comma-separated: ${OUTPUT_NAMES.join(', ')})`, (v: string, prev: string[] = []) => [...prev, v])
     .action(async (profileArgs: string[], o: BuildFlags) => {
       const outputs = parseOutputs(o.output);
-      // fleet (issue 9): several profiles build in one process; one goes the way it always went.
+      // fleet: several profiles build in one process; one goes the way it always went.
       const files = [...profileArgs, ...(o.matrix ? await matrixProfiles(o.matrix) : [])];
       if (files.length === 0) throw new InputError('no profile to build', { hint: 'ossify build PROFILE.yaml…, or --matrix DIR' });
       const remoteCache = await openRemoteCaches(o);
@@ -86,7 +86,7 @@ export function registerBuildCommand(program: Command): void {
       if (outputs) opts.outputs = outputs;
       const { outDir, record, installer, cache, cacheWarnings } = await build(loaded, opts).finally(() => closeRemoteCaches(remoteCache));
       for (const w of [...(lock?.warnings ?? []), ...cacheWarnings]) process.stderr.write(`warning: ${w}\n`);
-      // trust (issue 7): checked before any push, so a non-reproducible build is never published.
+      // trust: checked before any push, so a non-reproducible build is never published.
       if (o.verifyReproducible) {
         const report = await verifyReproducible({ profileFile, outDir, cacheDir: o.cacheDir ?? join(o.out, 'cache'), buildArgs: [...(o.frozen ? ['--frozen'] : []), '--no-cache', ...(outputs ? ['--output', outputs.join(',')] : [])], stderr: o.json ? 'pipe' : 'inherit' });
         process.stderr.write(`reproducible: a second build (TZ=${report.environment.TZ}, umask ${report.environment.umask}, LC_ALL=${report.environment.LC_ALL}) is byte-identical, installer image ${report.installerDigest}\n`);
@@ -101,7 +101,7 @@ export function registerBuildCommand(program: Command): void {
             ...(progress ? { onProgress: (e) => progress.onProgress(e) } : {}),
           });
           pushed = r.reference;
-          // trust (issue 7): the SBOM travels with the image as an OCI referrer.
+          // trust: the SBOM travels with the image as an OCI referrer.
           const client = await RegistryClient.create(parseReference(r.reference).registry, { ...(o.caFile !== undefined ? { caFile: o.caFile } : {}), ...(o.insecure ? { insecure: true } : {}) });
           try {
             await attachSbom(client, r.reference, await readFile(join(outDir, SBOM_FILE)));
@@ -128,7 +128,7 @@ export function registerBuildCommand(program: Command): void {
     });
 }
 
-// fleet (issue 9) ---------------------------------------------------------------------------
+// fleet ---------------------------------------------------------------------------
 
 type RemoteCaches = NonNullable<Parameters<typeof build>[1]['remoteCache']>;
 

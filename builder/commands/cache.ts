@@ -5,7 +5,7 @@ import { StageCache } from '../cache/store.ts';
 import { parseSize } from '../profile/schema.ts';
 import { InputError } from '../util/errors.ts';
 
-/** fleet (issue 9): `ossify cache ls|prune`: the stage cache under <cache-dir>/stages. */
+/** fleet: `ossify cache ls|prune`: the stage cache under <cache-dir>/stages. */
 
 interface CacheFlags {
   out: string;

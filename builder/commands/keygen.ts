@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
 import { InputError } from '../util/errors.ts';
 import { generateKeyPair, readPassphrase } from '../trust/keys.ts';
-// verified boot (issue 8): Secure Boot PK/KEK/db keys for profiles' boot.secureBoot.keys
+// verified boot: Secure Boot PK/KEK/db keys for profiles' boot.secureBoot.keys
 import { generateSecureBootKeys } from '../boot/secureboot/keys.ts';
 
 interface KeygenFlags {

@@ -4,7 +4,7 @@ import { matrixProfiles } from '../site/matrix.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { InputError } from '../util/errors.ts';
 
-/** fleet (issue 9): `ossify plan PROFILES… --format github-matrix|k8s-jobs|json`, see builder/plan and docs/fleet.md. */
+/** fleet: `ossify plan PROFILES… --format github-matrix|k8s-jobs|json`, see builder/plan and docs/fleet.md. */
 
 interface PlanFlags {
   format: string;

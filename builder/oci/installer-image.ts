@@ -45,7 +45,7 @@ export const BuildJsonSchema = z.looseObject({
   verity: z.looseObject({ roothash: z.string().optional() }).optional(),
   source: z.string().optional(),
   revision: z.string().optional(),
-  // fleet (issue 9): a site build's base digest and site, and its site seed (artifact site.tar).
+  // fleet: a site build's base digest and site, and its site seed (artifact site.tar).
   baseDigest: z.string().optional(),
   site: z.looseObject({ name: z.string() }).optional(),
   /** How the release boots (builder/boot/release-boot.ts); read with parseBuildBoot, which knows the older form. */
@@ -94,12 +94,12 @@ export interface InstallerImageOptions {
   env?: NodeJS.ProcessEnv;
   /** Rebuild even when the layout already holds this exact image. */
   force?: boolean;
-  /** fleet (issue 9): layers made before (the same busybox, the same payload) are taken from here instead of compressed again. */
+  /** fleet: layers made before (the same busybox, the same payload) are taken from here instead of compressed again. */
   layerCache?: LayerCache;
 }
 
 /**
- * fleet (issue 9): where the base and payload layers of earlier images are kept. Every site
+ * fleet: where the base and payload layers of earlier images are kept. Every site
  * of a fleet has the same two layers; only its small site layer is new.
  */
 export interface LayerCache {
@@ -395,7 +395,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   }
 
   const created = rfc3339(epoch);
-  // fleet (issue 9): a site build's payload layer is its base's, byte for byte (release.json
+  // fleet: a site build's payload layer is its base's, byte for byte (release.json
   // names the base digest and the OS artifacts); the site layer adds site.tar and the site's
   // own release.json over it.
   const site = build.artifacts[SITE_ARTIFACT];
@@ -435,7 +435,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
     const b = await putBlobStream(layoutDir, writeTar(payloadEntries, { mtime: epoch }));
     return { ...b, diffId: b.digest };
   });
-  // fleet (issue 9): the site layer, a few KiB: the seed and the site's release.json (over the base one).
+  // fleet: the site layer, a few KiB: the seed and the site's release.json (over the base one).
   let siteBlob: LayerBlob | undefined;
   if (site) {
     const siteTarBytes = await collect(

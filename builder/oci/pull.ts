@@ -125,7 +125,7 @@ export async function pullRelease(refStr: string, outDir: string, opts: PullOpti
     const payload = manifest.layers[idx];
     if (!payload) throw new OssifyError(`${reference} is not an ossify installer image: no payload layer`);
     const config = parseJson<{ rootfs?: { diff_ids?: string[] } }>(await client.fetchBlobBytes(ref.repository, manifest.config), `config ${manifest.config.digest}`);
-    // fleet (issue 9): a site image adds a small site layer after the payload; its release.json replaces the payload's.
+    // fleet: a site image adds a small site layer after the payload; its release.json replaces the payload's.
     const layerIdxs = [idx, ...manifest.layers.flatMap((l, i) => (i > idx && l.annotations?.[ANNOTATION.ossifyLayer] === 'site' ? [i] : []))];
     for (const i of layerIdxs) if (!config.rootfs?.diff_ids?.[i]) throw new OssifyError(`${reference}: config names no diff_id for the ${i === idx ? 'payload' : 'site'} layer`);
 

@@ -18,7 +18,7 @@ export interface LoadedProfile {
   /** sha256:… of the resolved profile; see digest.ts for what it does and does not cover. */
   digest: string;
   /**
-   * fleet (issue 9): the digest of the profile without its `site` data: what the OS artifacts
+   * fleet: the digest of the profile without its `site` data: what the OS artifacts
    * of a site build (rootfs, kernel, initramfs, the disk around the site seed) derive from, so
    * every site of one base gets the same bytes. Equal to `digest` when there is no `site`.
    */
@@ -74,7 +74,7 @@ export async function loadProfile(file: string, opts: LoadOptions = {}): Promise
 }
 
 /**
- * fleet (issue 9): a site profile's base digest. Local paths are taken relative to the file
+ * fleet: a site profile's base digest. Local paths are taken relative to the file
  * that declared them (not to the site profile), so a site that `extends` a base profile and
  * adds only `site:` gets exactly the digest that base profile has when built on its own: the
  * sites' OS artifacts and installer payload are then the base's, byte for byte.

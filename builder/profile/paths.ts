@@ -56,7 +56,7 @@ export function mapLocalPaths(profile: Profile, fn: Rewrite): Profile {
   };
 }
 
-/** fleet (issue 9): the site's overlay directory and the files its certificates and files: entries copy. */
+/** fleet: the site's overlay directory and the files its certificates and files: entries copy. */
 function mapSite(site: SiteSettings, fn: Rewrite): SiteSettings {
   return {
     ...site,

@@ -146,7 +146,7 @@ export const SecureBootSettings = z
   .describe('Sign systemd-boot and the unified kernel images for UEFI Secure Boot (needs boot.entries: uki).');
 export type SecureBootSettings = z.infer<typeof SecureBootSettings>;
 
-// fleet (issue 9): per-site data. Everything here goes into a small site seed (site.tar at the
+// fleet: per-site data. Everything here goes into a small site seed (site.tar at the
 // start of the STATE partition, its own layer in the installer image); the OS artifacts stay
 // byte-identical across sites. See docs/fleet.md.
 const ipv4Text = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(?:\\.(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}';

@@ -61,7 +61,7 @@ describe('the default profile', () => {
   it('writes every artifact and a build record', async () => {
     const files = (await readdir(dirA)).sort();
     expect(files.filter((f) => f.startsWith('.'))).toEqual([]);
-    // rootfs.verity: the default profile protects its root with dm-verity (issue 8).
+    // rootfs.verity: the default profile protects its root with dm-verity.
     expect(files).toEqual(expect.arrayContaining(['build.json', 'disk.raw', 'initramfs.img', 'oci', 'provenance.intoto.json', 'rootfs.squashfs', 'rootfs.verity', 'sbom.spdx.json', 'vmlinuz']));
     expect(record.profileDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
     const onDisk = JSON.parse(await readFile(join(dirA, 'build.json'), 'utf8')) as BuildRecord;

@@ -15,7 +15,7 @@ import { needTool, run as runFormatTool } from '../helpers/oracle-formats.ts';
 import { startRegistry } from '../helpers/registry.ts';
 
 /**
- * Unified kernel images and Secure Boot end to end (issue 8): profiles/test/uki.yaml builds
+ * Unified kernel images and Secure Boot end to end: profiles/test/uki.yaml builds
  * one UKI per slot (boot.entries: uki) from systemd's linuxx64.efi.stub; objdump reads its
  * sections, QEMU boots it, the installer upgrades and rolls back UKI slots with boot counting
  * in the file name, and a Secure Boot build (keys made by `ossify keygen --secure-boot` in a

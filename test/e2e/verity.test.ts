@@ -9,7 +9,7 @@ import { buildProfile, buildRecord, diskStatus, ossifyOk, PROJECT_ROOT, slotOf }
 import { requireTool, run } from '../helpers/oracle.ts';
 
 /**
- * dm-verity end to end (issue 8): the A/B test images (profiles/test/ab-*.yaml extend the
+ * dm-verity end to end: the A/B test images (profiles/test/ab-*.yaml extend the
  * default profile, which turns rootfs.verity on). veritysetup, written by nobody here, judges
  * the slots ossify writes; QEMU proves the initramfs maps the slot through dm-verity and that
  * a slot with one flipped byte is refused until boot counting falls back to the other slot.
