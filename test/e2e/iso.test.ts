@@ -14,8 +14,9 @@ import { readRange } from '../helpers/installer-fixtures.ts';
  * The installer ISO of the default profile: its structure read by xorriso, isoinfo, sgdisk,
  * fdisk and mtools; two builds write the same bytes; and three boots under QEMU + OVMF (TCG):
  * `ossify run disk.iso --disk blank.raw` installs to the blank disk and the reset boots
- * slot A from it, and a too-small disk or no disk at all is refused with the reason on the
- * console, the disk left as it was.
+ * slot A from it; with a too-small disk or no disk at all the console says why it does not
+ * install and the release boots live from memory (its init prints slot=live), the disk left
+ * as it was.
  */
 
 const CACHE = join(PROJECT_ROOT, 'out', 'cache');
@@ -75,7 +76,7 @@ describe('the installer ISO', () => {
     expect(run('sgdisk', ['-v', iso]).stdout).toMatch(/No problems found/);
     expect(run('fdisk', ['-l', iso]).stdout).toMatch(/EFI System/);
 
-    // The boot image (the GPT's ESP) holds systemd-boot, the entry and the three initrds.
+    // The boot image (the GPT's ESP) holds systemd-boot, the two entries and the four initrds.
     const vol = await readIso((o, n) => readRange(iso, o, n));
     const img = vol.entries.find((e) => e.path === 'BOOT/EFI.IMG')!;
     const efi = join(out, 'efi.img');
@@ -84,7 +85,14 @@ describe('the installer ISO', () => {
     const entry = run('mtype', ['-i', efi, '::/loader/entries/ossify-install.conf']);
     expect(entry.code, entry.stderr).toBe(0);
     expect(entry.stdout).toMatch(/^linux \/ossify\/vmlinuz$/m);
-    expect(entry.stdout.match(/^initrd .*$/gm)).toEqual(['initrd /ossify/initrd.img', 'initrd /ossify/install.img', 'initrd /ossify/payload.img']);
+    const initrds = ['initrd /ossify/initrd.img', 'initrd /ossify/install.img', 'initrd /ossify/payload.img', 'initrd /ossify/live.img'];
+    expect(entry.stdout.match(/^initrd .*$/gm)).toEqual(initrds);
+    expect(entry.stdout).not.toMatch(/ossify\.live/);
+    const live = run('mtype', ['-i', efi, '::/loader/entries/ossify-live.conf']);
+    expect(live.stdout).toMatch(/^title ossify-default 1\.0\.0 \(live, no install\)$/m);
+    expect(live.stdout.match(/^initrd .*$/gm)).toEqual(initrds);
+    expect(live.stdout).toMatch(/^options .* ossify\.live=1$/m);
+    expect(run('mtype', ['-i', efi, '::/loader/loader.conf']).stdout).toMatch(/^default ossify-install\.conf$/m);
     expect(run('mdir', ['-i', efi, '-b', '::/EFI/BOOT']).stdout).toMatch(/BOOTX64.EFI/);
   });
 
@@ -110,20 +118,24 @@ describe('the installer ISO', () => {
     expect(slotOf(s, 'a').release?.version).toBe('1.0.0');
   }, 600_000);
 
-  it('refuses a disk too small for the layout and leaves it untouched', async () => {
+  const LIVE_BOOT = /OSSIFY-BOOT name=ossify-default version=1\.0\.0 slot=live|ossify-install: powering off/;
+  const BOOTED_LIVE = /ossify-install: booting ossify-default 1\.0\.0 live from memory; nothing was written[\s\S]*OSSIFY-BOOT name=ossify-default version=1\.0\.0 slot=live/;
+
+  it('does not install to a disk too small for the layout: says why, boots live, leaves the disk untouched', async () => {
     const small = join(out, 'small.raw');
     writeFileSync(small, '');
     truncateSync(small, 256 * MiB);
-    const r = await runDisk({ disk: small, cdrom: iso, timeout: 300, expect: /ossify-install: powering off/, stopOnMatch: true });
+    const r = await runDisk({ disk: small, cdrom: iso, timeout: 300, expect: LIVE_BOOT, stopOnMatch: true });
     expect(r.matched, r.log.slice(-4000)).toBe(true);
     expect(r.log).toMatch(/ossify-install: no empty disk is large enough: ossify-default 1\.0\.0 needs 706740224 bytes \(674 MiB\), the empty disks are \/dev\/vda \(256 MiB\)/);
-    expect(r.log).toMatch(/ossify-install: no disk was written/);
+    expect(r.log).toMatch(BOOTED_LIVE);
     expect(await allZero(small)).toBe(true);
   }, 400_000);
 
-  it('says so when the machine has no disk', async () => {
-    const r = await runDisk({ cdrom: iso, timeout: 300, expect: /ossify-install: powering off/, stopOnMatch: true });
+  it('boots the release live when the machine has no disk, saying why it does not install', async () => {
+    const r = await runDisk({ cdrom: iso, timeout: 300, expect: LIVE_BOOT, stopOnMatch: true });
     expect(r.matched, r.log.slice(-4000)).toBe(true);
     expect(r.log).toMatch(/ossify-install: no disk to install to: this machine shows no disk/);
+    expect(r.log).toMatch(BOOTED_LIVE);
   }, 400_000);
 });
