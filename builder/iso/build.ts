@@ -80,8 +80,9 @@ const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 /**
  * Writes `<outDir>/disk.iso` (or `isoPath`) from a build output: a UEFI-bootable hybrid ISO
  * whose El Torito image (also its GPT's EFI System Partition) holds systemd-boot, the
- * release's kernel and initramfs, the installer /init and the payload, and installs the
- * build's disk onto a machine's disk (builder/iso/installer-init.ts). Everything derives
+ * release's kernel and initramfs, the installer /init, the payload and the live root, and
+ * installs the build's disk onto a machine's disk or, with no target, boots the release live
+ * (builder/iso/installer-init.ts). Everything derives
  * from build.json and the artifacts, so two runs write the same bytes.
  */
 export async function writeInstallerIso(outDir: string, isoPath = join(outDir, ISO_ARTIFACT)): Promise<IsoResult> {
