@@ -15,6 +15,8 @@ import { fileHandleSink } from '../util/sink.ts';
 import { InputError } from '../util/errors.ts';
 import { diskPayload } from './payload.ts';
 import { INSTALLER_INIT } from './installer-init.ts';
+import { liveTree } from './live-root.ts';
+import { SquashfsReader } from '../formats/squashfs/reader.ts';
 
 export const ISO_ARTIFACT = 'disk.iso';
 /** The boot image's path in the ISO 9660 tree (and the El Torito / GPT target). */
@@ -25,7 +27,7 @@ const MIN_FAT = 34 * MiB;
 // The installer ISO is x86_64 for now (BIOS-free UEFI CD boot through OVMF; its console is ttyS0).
 const ISO_ARCH = 'x86_64';
 const BOOT_LOADER_ARTIFACT = bootLoaderArtifact(ISO_ARCH);
-const REQUIRED = ['disk.raw', 'vmlinuz', 'initramfs.img', BOOT_LOADER_ARTIFACT];
+const REQUIRED = ['disk.raw', 'rootfs.squashfs', 'vmlinuz', 'initramfs.img', BOOT_LOADER_ARTIFACT];
 
 export interface IsoResult {
   path: string;
@@ -53,13 +55,34 @@ function padded(c: Content): Content {
   };
 }
 
+/** Both entries load the same kernel and initrds; the installer /init reads `ossify.live=1`. */
+const entry = (title: string, options: string) =>
+  [
+    `title ${title}`,
+    'linux /ossify/vmlinuz',
+    'initrd /ossify/initrd.img',
+    'initrd /ossify/install.img',
+    'initrd /ossify/payload.img',
+    'initrd /ossify/live.img',
+    `options console=tty0 console=ttyS0 loglevel=4${options}`,
+    '',
+  ].join('\n');
+
+async function writeCpioFile(tree: FileTree, path: string): Promise<void> {
+  const out = createWriteStream(path);
+  for await (const c of cpioChunks(tree)) if (!out.write(c)) await once(out, 'drain');
+  out.end();
+  await once(out, 'finish');
+}
+
 const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /**
  * Writes `<outDir>/disk.iso` (or `isoPath`) from a build output: a UEFI-bootable hybrid ISO
  * whose El Torito image (also its GPT's EFI System Partition) holds systemd-boot, the
- * release's kernel and initramfs, the installer /init and the payload, and installs the
- * build's disk onto a machine's disk (builder/iso/installer-init.ts). Everything derives
+ * release's kernel and initramfs, the installer /init, the payload and the live root, and
+ * installs the build's disk onto a machine's disk or, with no target, boots the release live
+ * (builder/iso/installer-init.ts). Everything derives
  * from build.json and the artifacts, so two runs write the same bytes.
  */
 export async function writeInstallerIso(outDir: string, isoPath = join(outDir, ISO_ARTIFACT)): Promise<IsoResult> {
@@ -127,31 +150,28 @@ export async function writeIsoFile(isoPath: string, src: IsoSource): Promise<Iso
     });
     // Already-compressed data: the payload archive stays uncompressed (the kernel reads both kinds).
     const payloadPath = join(work, 'payload.img');
-    const out = createWriteStream(payloadPath);
-    for await (const c of cpioChunks(payloadTree)) if (!out.write(c)) await once(out, 'drain');
-    out.end();
-    await once(out, 'finish');
+    await writeCpioFile(payloadTree, payloadPath);
+    // The live root: the release's root file system under /live of the initramfs.
+    const livePath = join(work, 'live.img');
+    const reader = await SquashfsReader.open(join(outDir, 'rootfs.squashfs'));
+    try {
+      await writeCpioFile(await liveTree(reader, dirMeta), livePath);
+    } finally {
+      await reader.close();
+    }
 
     const file = async (name: string) => hostFileContent(join(outDir, name), (await stat(join(outDir, name))).size);
     const systemdBoot = await file(BOOT_LOADER_ARTIFACT);
     const espFiles: Record<string, Content> = {
       'EFI/BOOT/BOOTX64.EFI': systemdBoot,
       'loader/loader.conf': textContent('timeout 3\ndefault ossify-install.conf\n'),
-      'loader/entries/ossify-install.conf': textContent(
-        [
-          `title Install ${build.name} ${build.version}`,
-          'linux /ossify/vmlinuz',
-          'initrd /ossify/initrd.img',
-          'initrd /ossify/install.img',
-          'initrd /ossify/payload.img',
-          'options console=tty0 console=ttyS0 loglevel=4',
-          '',
-        ].join('\n'),
-      ),
+      'loader/entries/ossify-install.conf': textContent(entry(`Install ${build.name} ${build.version}`, '')),
+      'loader/entries/ossify-live.conf': textContent(entry(`${build.name} ${build.version} (live, no install)`, ' ossify.live=1')),
       'ossify/vmlinuz': await file('vmlinuz'),
       'ossify/initrd.img': padded(await file('initramfs.img')),
       'ossify/install.img': padded(bytesContent(installCpio)),
       'ossify/payload.img': padded(hostFileContent(payloadPath, (await stat(payloadPath)).size)),
+      'ossify/live.img': padded(hostFileContent(livePath, (await stat(livePath)).size)),
     };
     const total = Object.values(espFiles).reduce((n, c) => n + c.size, 0);
     // 512-byte clusters cost 1.6 % in FAT copies; round up to whole MiB.

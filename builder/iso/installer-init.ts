@@ -11,8 +11,13 @@
  *               partition entry array (which does not depend on the disk's size);
  *   release.env NAME, VERSION, DISK_SIZE (bytes the layout needs), DATA_SHA256, LABELS.
  *
+ * The ISO's last initrd holds the release's root file system under /live (builder/iso/live-root.ts).
+ *
  * Kernel command line: `ossify.install=/dev/<disk>` chooses the target, else the first disk
- * whose first and last MiB are zeros and that is large enough; `ossify.install.wait=<s>`
+ * whose first and last MiB are zeros and that is large enough; with neither (or with
+ * `ossify.live=1`) the release boots live from a tmpfs copy of /live and no disk is written,
+ * the console saying why it did not install. An explicit target that is missing or too small
+ * is refused: the machine powers off. `ossify.install.wait=<s>`
  * (default 10) is how long to wait for disks to appear; `ossify.install.hold=<s>` (default
  * 60) how long a failure stays on the screen before the machine powers off.
  *
@@ -32,6 +37,7 @@ p=/ossify/install
 hold=60
 wait=10
 target=
+live=
 written=
 
 say() {
@@ -69,6 +75,7 @@ for arg in $cmdline; do
 	ossify.install=*) target=\${arg#*=} ;;
 	ossify.install.hold=*) hold=\${arg#*=} ;;
 	ossify.install.wait=*) wait=\${arg#*=} ;;
+	ossify.live=1) live=1 ;;
 	esac
 done
 set +f
@@ -77,8 +84,27 @@ case $wait in '' | *[!0-9]*) wait=10 ;; esac
 
 [ -r $p/release.env ] || stop "this installer carries no payload ($p/release.env is missing)"
 . $p/release.env
+
+# No install target: the release boots from a tmpfs copy of /live (the ISO's live.img) and
+# writes nothing; the marker tells its init that there is no slot to bless.
+boot_live() {
+	say "$*"
+	say "booting $NAME $VERSION live from memory; nothing was written"
+	[ -e /live/sbin/init ] || [ -L /live/sbin/init ] || stop "this installer carries no live root (/live/sbin/init is missing)"
+	$bb mkdir -p /newroot
+	$bb rm -rf $p
+	$bb mount -t tmpfs -o mode=0755 tmpfs /newroot || stop "cannot mount a tmpfs for the live root"
+	$bb cp -a /live/. /newroot/ || stop "cannot copy the live root to memory"
+	$bb rm -rf /live
+	$bb mkdir -p /newroot/dev /newroot/proc /newroot/sys /newroot/run/ossify
+	: > /newroot/run/ossify/live
+	for d in dev proc sys; do
+		$bb mount --move /$d /newroot/$d || stop "cannot move /$d to the live root"
+	done
+	exec $bb switch_root /newroot /sbin/init
+}
+[ -z "$live" ] || boot_live "ossify.live=1: not installing"
 say "installer for $NAME $VERSION: the disk layout needs $DISK_SIZE bytes ($((DISK_SIZE >> 20)) MiB)"
-[ "$($bb sha256sum $p/disk.data | $bb cut -d ' ' -f 1)" = "$DATA_SHA256" ] || stop "the payload (disk.data) does not match its sha256: the installation medium is damaged"
 
 sectors() { $bb cat /sys/block/$1/size; }
 # The installation medium (an ISO 9660 volume), wherever it sits.
@@ -137,9 +163,9 @@ else
 		break
 	done
 	if [ -z "$t" ]; then
-		[ -n "$seen" ] || stop "no disk to install to: this machine shows no disk"
-		[ -z "$small" ] || stop "no empty disk is large enough: $NAME $VERSION needs $DISK_SIZE bytes ($((DISK_SIZE >> 20)) MiB), the empty disks are$small"
-		stop "no empty disk to install to (disks:$seen); boot with ossify.install=/dev/<disk> to overwrite one"
+		[ -n "$seen" ] || boot_live "no disk to install to: this machine shows no disk"
+		[ -z "$small" ] || boot_live "no empty disk is large enough: $NAME $VERSION needs $DISK_SIZE bytes ($((DISK_SIZE >> 20)) MiB), the empty disks are$small"
+		boot_live "no empty disk to install to (disks:$seen); boot with ossify.install=/dev/<disk> to overwrite one"
 	fi
 fi
 [ "$($bb cat /sys/block/$n/ro)" = 0 ] || stop "$t is read-only"
@@ -150,6 +176,7 @@ for m in /sys/block/$n/$n*; do
 	$bb grep -q "^/dev/\${m##*/} " /proc/mounts && stop "$t is in use (\${m##*/} is mounted)"
 done
 
+[ "$($bb sha256sum $p/disk.data | $bb cut -d ' ' -f 1)" = "$DATA_SHA256" ] || stop "the payload (disk.data) does not match its sha256: the installation medium is damaged"
 say "installing $NAME $VERSION to $t ($((bytes >> 20)) MiB)"
 written=1
 $bb dd if=/dev/zero of=$t bs=512 count=2 conv=notrunc,fsync 2>/dev/null || stop "cannot write $t"

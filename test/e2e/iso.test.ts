@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +14,9 @@ import { readRange } from '../helpers/installer-fixtures.ts';
  * The installer ISO of the default profile: its structure read by xorriso, isoinfo, sgdisk,
  * fdisk and mtools; two builds write the same bytes; and three boots under QEMU + OVMF (TCG):
  * `ossify run disk.iso --disk blank.raw` installs to the blank disk and the reset boots
- * slot A from it, and a too-small disk or no disk at all is refused with the reason on the
- * console, the disk left as it was.
+ * slot A from it; with no disk, or with the live entry (ossify.live=1) and a blank disk, the
+ * console says why it does not install and the release boots live from memory (its init
+ * prints slot=live); an ossify.install= disk too small is refused. No refused disk is written.
  */
 
 const CACHE = join(PROJECT_ROOT, 'out', 'cache');
@@ -38,6 +39,33 @@ async function allZero(path: string): Promise<boolean> {
   } finally {
     await fh.close();
   }
+}
+
+function blankDisk(name: string, size: number): string {
+  const path = join(out, name);
+  writeFileSync(path, '');
+  truncateSync(path, size);
+  return path;
+}
+
+/**
+ * A copy of the ISO whose boot image has other loader files (mtools writes into the FAT in
+ * place): a test's way of typing kernel arguments into the boot menu.
+ */
+async function isoWith(name: string, edit: Record<string, (text: string) => string>): Promise<string> {
+  const copy = join(out, name);
+  copyFileSync(iso, copy);
+  const img = (await readIso((o, n) => readRange(copy, o, n))).entries.find((e) => e.path === 'BOOT/EFI.IMG')!;
+  const fat = `${copy}@@${img.block * 2048}`;
+  for (const [path, change] of Object.entries(edit)) {
+    const old = run('mtype', ['-i', fat, `::/${path}`]);
+    expect(old.code, old.stderr).toBe(0);
+    const local = join(out, `${name}.file`);
+    writeFileSync(local, change(old.stdout));
+    const r = run('mcopy', ['-o', '-i', fat, local, `::/${path}`]);
+    expect(r.code, r.stderr).toBe(0);
+  }
+  return copy;
 }
 
 describe('the installer ISO', () => {
@@ -75,7 +103,7 @@ describe('the installer ISO', () => {
     expect(run('sgdisk', ['-v', iso]).stdout).toMatch(/No problems found/);
     expect(run('fdisk', ['-l', iso]).stdout).toMatch(/EFI System/);
 
-    // The boot image (the GPT's ESP) holds systemd-boot, the entry and the three initrds.
+    // The boot image (the GPT's ESP) holds systemd-boot, the two entries and the four initrds.
     const vol = await readIso((o, n) => readRange(iso, o, n));
     const img = vol.entries.find((e) => e.path === 'BOOT/EFI.IMG')!;
     const efi = join(out, 'efi.img');
@@ -84,7 +112,14 @@ describe('the installer ISO', () => {
     const entry = run('mtype', ['-i', efi, '::/loader/entries/ossify-install.conf']);
     expect(entry.code, entry.stderr).toBe(0);
     expect(entry.stdout).toMatch(/^linux \/ossify\/vmlinuz$/m);
-    expect(entry.stdout.match(/^initrd .*$/gm)).toEqual(['initrd /ossify/initrd.img', 'initrd /ossify/install.img', 'initrd /ossify/payload.img']);
+    const initrds = ['initrd /ossify/initrd.img', 'initrd /ossify/install.img', 'initrd /ossify/payload.img', 'initrd /ossify/live.img'];
+    expect(entry.stdout.match(/^initrd .*$/gm)).toEqual(initrds);
+    expect(entry.stdout).not.toMatch(/ossify\.live/);
+    const live = run('mtype', ['-i', efi, '::/loader/entries/ossify-live.conf']);
+    expect(live.stdout).toMatch(/^title ossify-default 1\.0\.0 \(live, no install\)$/m);
+    expect(live.stdout.match(/^initrd .*$/gm)).toEqual(initrds);
+    expect(live.stdout).toMatch(/^options .* ossify\.live=1$/m);
+    expect(run('mtype', ['-i', efi, '::/loader/loader.conf']).stdout).toMatch(/^default ossify-install\.conf$/m);
     expect(run('mdir', ['-i', efi, '-b', '::/EFI/BOOT']).stdout).toMatch(/BOOTX64.EFI/);
   });
 
@@ -96,9 +131,7 @@ describe('the installer ISO', () => {
   }, 600_000);
 
   it('installs to a blank disk, which then boots slot A (ossify run with the ISO and --disk)', async () => {
-    const blank = join(out, 'blank.raw');
-    writeFileSync(blank, '');
-    truncateSync(blank, 1024 * MiB);
+    const blank = blankDisk('blank.raw', 1024 * MiB);
     const r = await ossify(['run', iso, '--disk', blank, '--timeout', '400', '--expect', 'OSSIFY-BOOT name=ossify-default version=1\\.0\\.0 slot=a']);
     expect(r.exitCode, r.stdout.slice(-6000)).toBe(0);
     expect(r.stdout).toMatch(/ossify-install: installed ossify-default 1\.0\.0 on \/dev\/vda \(partitions: ESP ROOT-A ROOT-B STATE\); rebooting into slot A/);
@@ -110,20 +143,36 @@ describe('the installer ISO', () => {
     expect(slotOf(s, 'a').release?.version).toBe('1.0.0');
   }, 600_000);
 
-  it('refuses a disk too small for the layout and leaves it untouched', async () => {
-    const small = join(out, 'small.raw');
-    writeFileSync(small, '');
-    truncateSync(small, 256 * MiB);
-    const r = await runDisk({ disk: small, cdrom: iso, timeout: 300, expect: /ossify-install: powering off/, stopOnMatch: true });
+  const LIVE_BOOT = /OSSIFY-BOOT name=ossify-default version=1\.0\.0 slot=live|ossify-install: powering off/;
+  const BOOTED_LIVE = /ossify-install: booting ossify-default 1\.0\.0 live from memory; nothing was written[\s\S]*OSSIFY-BOOT name=ossify-default version=1\.0\.0 slot=live/;
+
+  it('refuses an ossify.install= disk too small for the layout and leaves it untouched', async () => {
+    const small = blankDisk('small.raw', 256 * MiB);
+    const variant = await isoWith('explicit.iso', {
+      'loader/entries/ossify-install.conf': (t) => t.replace(/^options (.*)$/m, 'options $1 ossify.install=/dev/vda ossify.install.hold=1'),
+    });
+    const r = await runDisk({ disk: small, cdrom: variant, timeout: 300, expect: /ossify-install: powering off|OSSIFY-BOOT/, stopOnMatch: true });
     expect(r.matched, r.log.slice(-4000)).toBe(true);
-    expect(r.log).toMatch(/ossify-install: no empty disk is large enough: ossify-default 1\.0\.0 needs 706740224 bytes \(674 MiB\), the empty disks are \/dev\/vda \(256 MiB\)/);
+    expect(r.log).toMatch(/ossify-install: \/dev\/vda is too small: 268435456 bytes \(256 MiB\), ossify-default 1\.0\.0 needs 706740224 bytes \(674 MiB\)/);
     expect(r.log).toMatch(/ossify-install: no disk was written/);
+    expect(r.log).not.toMatch(/OSSIFY-BOOT/);
     expect(await allZero(small)).toBe(true);
   }, 400_000);
 
-  it('says so when the machine has no disk', async () => {
-    const r = await runDisk({ cdrom: iso, timeout: 300, expect: /ossify-install: powering off/, stopOnMatch: true });
+  it('boots live with ossify.live=1 (the live entry) even when an empty disk would take the install', async () => {
+    const blank = blankDisk('live-blank.raw', 1024 * MiB);
+    const variant = await isoWith('live.iso', { 'loader/loader.conf': () => 'timeout 0\ndefault ossify-live.conf\n' });
+    const r = await runDisk({ disk: blank, cdrom: variant, timeout: 300, expect: LIVE_BOOT, stopOnMatch: true });
+    expect(r.matched, r.log.slice(-4000)).toBe(true);
+    expect(r.log).toMatch(/ossify-install: ossify\.live=1: not installing/);
+    expect(r.log).toMatch(BOOTED_LIVE);
+    expect(await allZero(blank)).toBe(true);
+  }, 400_000);
+
+  it('boots the release live when the machine has no disk, saying why it does not install', async () => {
+    const r = await runDisk({ cdrom: iso, timeout: 300, expect: LIVE_BOOT, stopOnMatch: true });
     expect(r.matched, r.log.slice(-4000)).toBe(true);
     expect(r.log).toMatch(/ossify-install: no disk to install to: this machine shows no disk/);
+    expect(r.log).toMatch(BOOTED_LIVE);
   }, 400_000);
 });
