@@ -20,7 +20,7 @@ export const OUTPUTS = {
   ova: { description: 'OVF descriptor, manifest and stream-optimized VMDK in a tar, for VMware and VirtualBox', file: 'disk.ova', load: () => import('./ova.ts') },
   gce: { description: 'disk.raw padded to whole GiB in a GNU sparse tar.gz, as Google Compute Engine imports it', file: 'disk.raw.tar.gz', load: () => import('./gce.ts') },
   iso: {
-    description: 'UEFI-bootable hybrid installer ISO (CD-ROM or USB stick): installs the A/B disk to ossify.install=/dev/… or the first empty disk, then boots slot A',
+    description: 'UEFI-bootable hybrid installer ISO (CD-ROM or USB stick): installs the A/B disk to ossify.install=/dev/… or the first empty disk, then boots slot A; with no target it boots the release live from memory',
     file: 'disk.iso',
     load: () => import('../iso/build.ts'),
   },
