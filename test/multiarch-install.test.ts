@@ -28,7 +28,14 @@ function release(version: string, arch: string, seed: number): string {
   writeBuildOutput(
     dir,
     { 'rootfs.squashfs': fakeSquashfs(60_000 + seed, seed), vmlinuz: noise(150_000 + seed, seed + 1), 'initramfs.img': noise(40_000 + seed, seed + 2) },
-    { name: 'multi-os', version, arch, profileDigest: `sha256:${sha(Buffer.from(`profile ${arch}`))}`, epoch: 1_700_000_000 },
+    {
+      name: 'multi-os',
+      version,
+      arch,
+      profileDigest: `sha256:${sha(Buffer.from(`profile ${arch}`))}`,
+      epoch: 1_700_000_000,
+      boot: { entries: 'type1', cmdline: arch === 'aarch64' ? 'console=ttyAMA0' : 'console=ttyS0', timeout: 0, tries: 3 },
+    },
   );
   return dir;
 }

@@ -76,7 +76,7 @@ afterAll(async () => {
 describe('unified kernel images', () => {
   it('objdump -h shows the stub and .osrel .cmdline .uname .initrd .linux; each slot’s command line names it and pins the verity root', async () => {
     const b = record(u1);
-    expect(b.boot).toEqual({ entries: 'uki', secureBoot: false });
+    expect(b.boot).toEqual({ entries: 'uki', cmdline: 'console=ttyS0 panic=5 loglevel=4', timeout: 0, tries: 3 });
     for (const slot of ['a', 'b'] as const) {
       const path = join(u1, `uki-${slot}.efi`);
       const names = runOk('objdump', ['-h', path])
@@ -138,7 +138,7 @@ describe('unified kernel images', () => {
   it('Secure Boot: sbverify accepts the signed systemd-boot and UKIs; enforced, the signed image boots and an unsigned UKI does not', async () => {
     const db = join(keys, 'db.crt');
     const b = record(sb);
-    expect(b.boot).toEqual({ entries: 'uki', secureBoot: true });
+    expect(b.boot).toEqual({ entries: 'uki', cmdline: 'console=ttyS0 panic=5 loglevel=4', timeout: 0, tries: 3, secureBoot: { enroll: 'force' } });
     const bootx64 = join(out, 'BOOTX64.EFI');
     await withEsp(join(sb, 'disk.raw'), false, async (e) => {
       writeFileSync(bootx64, await e.readFile('EFI/BOOT/BOOTX64.EFI'));
