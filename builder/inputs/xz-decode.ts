@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { singleBlockStream, xzBlocks, XzFormatError, type XzBlock } from '../formats/xz.ts';
+import { concatBytes } from '../util/bytes.ts';
 import { InputError } from '../util/errors.ts';
 import { lzmaModule, xzDecodeExact } from '../util/lzma-wasm.ts';
 import { siblingModule, startWorker } from '../util/worker.ts';
@@ -82,13 +83,8 @@ async function decodeOnPool(parts: Uint8Array[], size: number): Promise<Uint8Arr
     p.jobs.set(id, { resolve, reject });
     // The block is a view into the whole package, and cloning a view clones its whole buffer:
     // copy just the stream's bytes once and hand that buffer over.
-    const stream = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      stream.set(p, at);
-      at += p.length;
-    }
-    best.w.postMessage({ id, parts: [stream], size }, [stream.buffer]);
+    const stream = concatBytes(parts);
+    best.w.postMessage({ id, parts: [stream], size }, [stream.buffer as ArrayBuffer]);
   });
 }
 

@@ -28,19 +28,21 @@ const LZMA_ERRORS: Record<number, string> = {
   10: 'data ends early or is longer than its index says',
 };
 
+let library: Promise<LzmaWasm> | undefined;
 let loaded: Promise<LzmaModule> | undefined;
+
+/** The node-liblzma WebAssembly library, imported once, with what to install when it is missing. */
+export function lzmaLibrary(): Promise<LzmaWasm> {
+  library ??= (import('node-liblzma/wasm' as string) as Promise<LzmaWasm>).catch((err: unknown) => {
+    library = undefined;
+    throw new OssifyError('xz needs the node-liblzma package', { hint: 'npm install node-liblzma', cause: err });
+  });
+  return library;
+}
 
 /** The WebAssembly module of this thread, instantiated once. */
 export function lzmaModule(): Promise<LzmaModule> {
-  loaded ??= (async () => {
-    let lib: LzmaWasm;
-    try {
-      lib = (await import('node-liblzma/wasm' as string)) as LzmaWasm;
-    } catch (err) {
-      throw new OssifyError('xz needs the node-liblzma package', { hint: 'npm install node-liblzma', cause: err });
-    }
-    return lib.initModule();
-  })();
+  loaded ??= lzmaLibrary().then((lib) => lib.initModule());
   loaded.catch(() => (loaded = undefined));
   return loaded;
 }

@@ -1,7 +1,7 @@
 import type { Compressor } from './compress.ts';
 import { CompressorId } from './constants.ts';
 import { OssifyError } from '../../util/errors.ts';
-import { LZMA_BUF_ERROR, LZMA_OK, lzmaModule, type LzmaWasm } from '../../util/lzma-wasm.ts';
+import { LZMA_BUF_ERROR, LZMA_OK, lzmaLibrary, lzmaModule } from '../../util/lzma-wasm.ts';
 
 const LZMA_CHECK_CRC32 = 1;
 const LZMA_FILTER_LZMA2 = 0x21;
@@ -35,7 +35,7 @@ function presetOptions(level: number, dictSize: number) {
 
 export async function createXz(level: number, blockSize: number): Promise<Compressor> {
   const mod = await lzmaModule();
-  const lib = (await import('node-liblzma/wasm' as string)) as LzmaWasm;
+  const lib = await lzmaLibrary();
   const o = presetOptions(level, blockSize);
   // One scratch area per compressor: options, filter chain, out_pos, input, output.
   const outCap = blockSize + (blockSize >>> 4) + 1024;
