@@ -3,15 +3,11 @@ import { openLock } from '../lock/lock.ts';
 import { loadProfile } from '../profile/load.ts';
 import { build } from '../pipeline.ts';
 import { defaultProgressMode } from '../steps.ts';
-import { pushBuild } from '../oci/push.ts';
 import { progressReporter } from '../oci/progress.ts';
 // trust: --verify-reproducible, and the SBOM attached to a pushed image
 import { verifyReproducible } from '../reproducible.ts';
-import { attachSbom } from '../trust/attest.ts';
-import { SBOM_FILE } from '../trust/sbom.ts';
-import { RegistryClient } from '../oci/registry.ts';
+import { publishBuild } from '../trust/publish.ts';
 import { parseReference } from '../oci/reference.ts';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 // fleet: the stage cache (--no-cache, --cache-from/--cache-to) and many profiles at once (--jobs, --matrix)
 import { RemoteStageCache } from '../cache/remote.ts';
@@ -19,14 +15,13 @@ import { buildMatrix, failureExitCode, matrixProfiles, type MatrixBuild } from '
 import type { LoadedProfile } from '../profile/load.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { OUTPUT_NAMES, type OutputName } from '../outputs/index.ts';
+import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
-interface BuildFlags {
+interface BuildFlags extends RegistryFlags {
   out: string;
   cacheDir?: string;
   json?: boolean;
   push?: string;
-  caFile?: string;
-  insecure?: boolean;
   frozen?: boolean;
   verifyReproducible?: boolean;
   cache?: boolean;
@@ -49,15 +44,16 @@ function parseOutputs(values: string[] | undefined): OutputName[] | undefined {
 }
 
 export function registerBuildCommand(program: Command): void {
-  program
-    .command('build')
-    .description('build the images a profile describes into out/<name>-<version>/ (disk, rootfs, kernel, initramfs, installer image)')
-    .argument('[profiles...]', 'profile YAML file(s); several are built at once, sharing the stage cache (see --jobs)')
-    .option('-o, --out <dir>', 'output root directory', 'out')
-    .option('--cache-dir <dir>', 'input cache directory (default: <out>/cache)')
-    .option('--push <repo[:tag]>', 'push the installer image and print REPO@sha256:DIGEST')
-    .option('--ca-file <file>', 'with --push or --cache-from/--cache-to: PEM CA certificate that signed the registry certificate')
-    .option('--insecure', 'with --push or --cache-from/--cache-to: plain HTTP (only for a registry on 127.0.0.1/localhost)')
+  addRegistryOptions(
+    program
+      .command('build')
+      .description('build the images a profile describes into out/<name>-<version>/ (disk, rootfs, kernel, initramfs, installer image)')
+      .argument('[profiles...]', 'profile YAML file(s); several are built at once, sharing the stage cache (see --jobs)')
+      .option('-o, --out <dir>', 'output root directory', 'out')
+      .option('--cache-dir <dir>', 'input cache directory (default: <out>/cache)')
+      .option('--push <repo[:tag]>', 'push the installer image and print REPO@sha256:DIGEST'),
+    'with --push or --cache-from/--cache-to',
+  )
     .option('--json', 'print the build record as JSON on stdout')
     .option('--frozen', 'require <profile>.lock.yaml to pin every input exactly as the profile says (fail instead of resolving)')
     .option('--verify-reproducible', 'build a second time in a child process (fresh directory, other TZ, umask and locale) and fail unless every output is byte-identical')
@@ -95,19 +91,8 @@ export function registerBuildCommand(program: Command): void {
       if (o.push) {
         const progress = o.json ? undefined : progressReporter();
         try {
-          const r = await pushBuild(outDir, o.push, {
-            ...(o.caFile !== undefined ? { caFile: o.caFile } : {}),
-            ...(o.insecure ? { insecure: true } : {}),
-            ...(progress ? { onProgress: (e) => progress.onProgress(e) } : {}),
-          });
-          pushed = r.reference;
           // trust: the SBOM travels with the image as an OCI referrer.
-          const client = await RegistryClient.create(parseReference(r.reference).registry, { ...(o.caFile !== undefined ? { caFile: o.caFile } : {}), ...(o.insecure ? { insecure: true } : {}) });
-          try {
-            await attachSbom(client, r.reference, await readFile(join(outDir, SBOM_FILE)));
-          } finally {
-            await client.close();
-          }
+          pushed = (await publishBuild(outDir, o.push, { ...registryOptions(o), ...(progress ? { onProgress: (e) => progress.onProgress(e) } : {}) })).reference;
         } finally {
           progress?.finish();
         }
@@ -135,7 +120,7 @@ type RemoteCaches = NonNullable<Parameters<typeof build>[1]['remoteCache']>;
 async function openRemoteCaches(o: BuildFlags): Promise<RemoteCaches | undefined> {
   if (o.cacheFrom === undefined && o.cacheTo === undefined) return undefined;
   if (o.cache === false) throw new InputError('--no-cache and --cache-from/--cache-to contradict each other');
-  const client = { ...(o.caFile !== undefined ? { caFile: o.caFile } : {}), ...(o.insecure ? { insecure: true } : {}) };
+  const client = registryOptions(o);
   const from = o.cacheFrom !== undefined ? await RemoteStageCache.open(o.cacheFrom, client) : undefined;
   const to = o.cacheTo === undefined ? undefined : o.cacheTo === o.cacheFrom ? from : await RemoteStageCache.open(o.cacheTo, client);
   return { ...(from ? { from } : {}), ...(to ? { to } : {}) };
@@ -188,8 +173,7 @@ async function buildMany(files: string[], o: BuildFlags, remoteCache: RemoteCach
       if (o.push) {
         const p = b.loaded.profile;
         const tag = `${p.version}${p.site ? `-${p.site.name}` : ''}`;
-        const r = await pushBuild(b.result.outDir, `${o.push}:${tag}`, { ...(o.caFile !== undefined ? { caFile: o.caFile } : {}), ...(o.insecure ? { insecure: true } : {}) });
-        pushed = r.reference;
+        pushed = (await publishBuild(b.result.outDir, `${o.push}:${tag}`, registryOptions(o))).reference;
       }
       if (o.json) out.push({ file, outDir: b.result.outDir, ...b.result.record, installer: b.result.installer, cache: b.result.cache, ms: b.ms, ...(pushed ? { pushed } : {}) });
       else {

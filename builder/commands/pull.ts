@@ -1,36 +1,34 @@
 import type { Command } from 'commander';
 import { progressReporter } from '../oci/progress.ts';
 import { pullRelease } from '../oci/pull.ts';
+import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
 export { pullRelease, type PullOptions, type PullResult } from '../oci/pull.ts';
 
-interface PullFlags {
+interface PullFlags extends RegistryFlags {
   output: string;
   arch?: string;
   json?: boolean;
-  caFile?: string;
-  insecure?: boolean;
   progress: boolean;
 }
 
 export function registerPullCommand(program: Command): void {
-  program
-    .command('pull')
-    .description('fetch an installer image by digest, verify every byte, and write its payload files and release.json to a directory')
-    .argument('<ref>', 'REPO@sha256:DIGEST, as printed by ossify push')
-    .requiredOption('-o, --output <dir>', 'directory for rootfs.squashfs, vmlinuz, initramfs.img and release.json')
-    .option('--arch <arch>', 'architecture to take from a multi-arch index (default: this machine)')
+  addRegistryOptions(
+    program
+      .command('pull')
+      .description('fetch an installer image by digest, verify every byte, and write its payload files and release.json to a directory')
+      .argument('<ref>', 'REPO@sha256:DIGEST, as printed by ossify push')
+      .requiredOption('-o, --output <dir>', 'directory for rootfs.squashfs, vmlinuz, initramfs.img and release.json')
+      .option('--arch <arch>', 'architecture to take from a multi-arch index (default: this machine)'),
+  )
     .option('--json', 'print the result (digests, release, files, statistics) as JSON')
-    .option('--ca-file <file>', 'PEM CA certificate that signed the registry certificate')
-    .option('--insecure', 'plain HTTP (only for a registry on 127.0.0.1/localhost)')
     .option('--no-progress', 'no progress output on stderr')
     .action(async (ref: string, f: PullFlags) => {
       const progress = f.progress ? progressReporter() : undefined;
       try {
         const r = await pullRelease(ref, f.output, {
           ...(f.arch !== undefined ? { arch: f.arch } : {}),
-          ...(f.caFile !== undefined ? { caFile: f.caFile } : {}),
-          ...(f.insecure ? { insecure: true } : {}),
+          ...registryOptions(f),
           ...(progress ? { onProgress: (e) => progress.onProgress(e) } : {}),
         });
         progress?.finish();

@@ -2,13 +2,12 @@ import type { Command } from 'commander';
 import { InputError } from '../util/errors.ts';
 import { progressReporter } from '../oci/progress.ts';
 import { pushBuilds } from '../oci/push.ts';
+import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
 export { pushBuild, pushBuilds, type PushOptions, type PushResult } from '../oci/push.ts';
 
-interface PushFlags {
+interface PushFlags extends RegistryFlags {
   json?: boolean;
-  caFile?: string;
-  insecure?: boolean;
   busybox?: string;
   source?: string;
   revision?: string;
@@ -23,14 +22,14 @@ function positiveMiB(v: string): number {
 }
 
 export function registerPushCommand(program: Command): void {
-  program
-    .command('push')
-    .description('push the installer image of build outputs to an OCI registry and print REPO@sha256:DIGEST (several outputs, one per architecture, become an image index)')
-    .usage('[options] OUTDIR... REPO[:TAG]')
-    .argument('<outdir-and-ref...>', 'build output directories (out/<name>-<version>/), then the target repository')
-    .option('--json', 'print the result (reference, digest, tags, transfer statistics) as JSON')
-    .option('--ca-file <file>', 'PEM CA certificate that signed the registry certificate')
-    .option('--insecure', 'plain HTTP (only for a registry on 127.0.0.1/localhost)')
+  addRegistryOptions(
+    program
+      .command('push')
+      .description('push the installer image of build outputs to an OCI registry and print REPO@sha256:DIGEST (several outputs, one per architecture, become an image index)')
+      .usage('[options] OUTDIR... REPO[:TAG]')
+      .argument('<outdir-and-ref...>', 'build output directories (out/<name>-<version>/), then the target repository')
+      .option('--json', 'print the result (reference, digest, tags, transfer statistics) as JSON'),
+  )
     .option('--busybox <path>', 'static busybox for building the image when OUTDIR/oci/ is missing or stale (default /bin/busybox)')
     .option('--source <url>', 'org.opencontainers.image.source annotation')
     .option('--revision <rev>', 'org.opencontainers.image.revision annotation')
@@ -44,8 +43,7 @@ export function registerPushCommand(program: Command): void {
       const progress = f.progress ? progressReporter() : undefined;
       try {
         const result = await pushBuilds(outDirs, ref, {
-          ...(f.caFile !== undefined ? { caFile: f.caFile } : {}),
-          ...(f.insecure ? { insecure: true } : {}),
+          ...registryOptions(f),
           ...(f.busybox !== undefined ? { busyboxPath: f.busybox } : {}),
           ...(f.source !== undefined ? { source: f.source } : {}),
           ...(f.revision !== undefined ? { revision: f.revision } : {}),

@@ -3,31 +3,30 @@ import { RegistryClient } from '../oci/registry.ts';
 import { attachBuildOutput } from '../trust/attest.ts';
 import { loadPrivateKey, readPassphrase } from '../trust/keys.ts';
 import { digestReference, signImage } from '../trust/signatures.ts';
+import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
-interface SignFlags {
+interface SignFlags extends RegistryFlags {
   key: string;
   passphraseFile?: string;
   build?: string;
-  caFile?: string;
-  insecure?: boolean;
   json?: boolean;
 }
 
 export function registerSignCommand(program: Command): void {
-  program
-    .command('sign')
-    .description('sign a pushed image (cosign-compatible: simple-signing payload under the sha256-<digest>.sig tag, and an OCI 1.1 referrer where the registry supports it)')
-    .argument('<ref>', 'REPO@sha256:DIGEST of the image')
-    .requiredOption('--key <file>', 'private key (ossify keygen or cosign generate-key-pair)')
-    .option('--passphrase-file <file>', 'read the key passphrase from the first line of this file (default: $COSIGN_PASSWORD)')
-    .option('--build <outdir>', 'the build output the image was pushed from: attach its SBOM and its provenance, signed with the same key')
-    .option('--ca-file <file>', 'PEM CA certificate that signed the registry certificate')
-    .option('--insecure', 'plain HTTP (only for a registry on 127.0.0.1/localhost)')
+  addRegistryOptions(
+    program
+      .command('sign')
+      .description('sign a pushed image (cosign-compatible: simple-signing payload under the sha256-<digest>.sig tag, and an OCI 1.1 referrer where the registry supports it)')
+      .argument('<ref>', 'REPO@sha256:DIGEST of the image')
+      .requiredOption('--key <file>', 'private key (ossify keygen or cosign generate-key-pair)')
+      .option('--passphrase-file <file>', 'read the key passphrase from the first line of this file (default: $COSIGN_PASSWORD)')
+      .option('--build <outdir>', 'the build output the image was pushed from: attach its SBOM and its provenance, signed with the same key'),
+  )
     .option('--json', 'print what was stored as JSON')
     .action(async (refStr: string, f: SignFlags) => {
       const ref = digestReference(refStr);
       const key = await loadPrivateKey(f.key, await readPassphrase(f.passphraseFile !== undefined ? { passphraseFile: f.passphraseFile } : {}));
-      const client = await RegistryClient.create(ref.registry, { ...(f.caFile !== undefined ? { caFile: f.caFile } : {}), ...(f.insecure ? { insecure: true } : {}) });
+      const client = await RegistryClient.create(ref.registry, registryOptions(f));
       try {
         const signed = await signImage(client, refStr, key);
         const attached = f.build !== undefined ? await attachBuildOutput(client, refStr, f.build, key) : undefined;

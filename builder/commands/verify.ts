@@ -3,29 +3,28 @@ import { RegistryClient } from '../oci/registry.ts';
 import { verifyAttestations } from '../trust/attest.ts';
 import { loadPublicKey } from '../trust/keys.ts';
 import { digestReference, verifySignatures } from '../trust/signatures.ts';
+import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
-interface VerifyFlags {
+interface VerifyFlags extends RegistryFlags {
   key: string;
   attestations?: boolean;
-  caFile?: string;
-  insecure?: boolean;
   json?: boolean;
 }
 
 export function registerVerifyCommand(program: Command): void {
-  program
-    .command('verify')
-    .description('check that a pushed image carries a valid cosign signature by a public key (exit 1 when it does not)')
-    .argument('<ref>', 'REPO@sha256:DIGEST of the image')
-    .requiredOption('--key <file>', 'public key (PEM), e.g. cosign.pub')
-    .option('--attestations', 'also require a provenance attestation signed by the key and the SBOM it names')
-    .option('--ca-file <file>', 'PEM CA certificate that signed the registry certificate')
-    .option('--insecure', 'plain HTTP (only for a registry on 127.0.0.1/localhost)')
+  addRegistryOptions(
+    program
+      .command('verify')
+      .description('check that a pushed image carries a valid cosign signature by a public key (exit 1 when it does not)')
+      .argument('<ref>', 'REPO@sha256:DIGEST of the image')
+      .requiredOption('--key <file>', 'public key (PEM), e.g. cosign.pub')
+      .option('--attestations', 'also require a provenance attestation signed by the key and the SBOM it names'),
+  )
     .option('--json', 'print the verified signatures as JSON')
     .action(async (refStr: string, f: VerifyFlags) => {
       const ref = digestReference(refStr);
       const key = await loadPublicKey(f.key);
-      const client = await RegistryClient.create(ref.registry, { ...(f.caFile !== undefined ? { caFile: f.caFile } : {}), ...(f.insecure ? { insecure: true } : {}) });
+      const client = await RegistryClient.create(ref.registry, registryOptions(f));
       try {
         const signatures = await verifySignatures(client, refStr, key, f.key);
         const att = f.attestations ? await verifyAttestations(client, refStr, key) : undefined;

@@ -4,26 +4,24 @@ import { InputError } from '../util/errors.ts';
 import { readFile } from 'node:fs/promises';
 import { openReleaseSource, type ReleaseSource } from './release.ts';
 import { verifyImageSignature } from '../trust/signatures.ts';
+import { addRegistryOptions, registryOptions, type RegistryFlags } from '../commands/registry-flags.ts';
 
 /** Flags the install and upgrade commands share for naming a release. */
-export interface SourceCliFlags {
+export interface SourceCliFlags extends RegistryFlags {
   image?: string;
   from?: string;
   allowTag?: boolean;
-  insecure?: boolean;
-  caFile?: string;
   arch?: string;
   requireSignature?: string;
 }
 
 export function addSourceOptions(cmd: Command): Command {
-  return cmd
-    .option('--image <ref>', 'installer image by digest, REGISTRY/REPOSITORY@sha256:DIGEST (as ossify push prints it)')
-    .option('--from <dir>', 'a release directory instead: a build output (out/<name>-<version>/) or one written by ossify pull')
-    .option('--allow-tag', 'accept an image reference without a digest (resolved once, then pinned)')
-    .option('--insecure', 'plain HTTP (only for a registry on 127.0.0.1/localhost)')
-    .option('--ca-file <file>', 'PEM CA certificate that signed the registry certificate')
-    .option('--require-signature <cosign.pub>', 'refuse the image unless it carries a valid cosign signature by this public key');
+  return addRegistryOptions(
+    cmd
+      .option('--image <ref>', 'installer image by digest, REGISTRY/REPOSITORY@sha256:DIGEST (as ossify push prints it)')
+      .option('--from <dir>', 'a release directory instead: a build output (out/<name>-<version>/) or one written by ossify pull')
+      .option('--allow-tag', 'accept an image reference without a digest (resolved once, then pinned)'),
+  ).option('--require-signature <cosign.pub>', 'refuse the image unless it carries a valid cosign signature by this public key');
 }
 
 export async function sourceFromFlags(f: SourceCliFlags): Promise<ReleaseSource> {
@@ -36,18 +34,13 @@ export async function sourceFromFlags(f: SourceCliFlags): Promise<ReleaseSource>
     const pem = await readFile(f.requireSignature, 'utf8').catch((err: NodeJS.ErrnoException) => {
       throw new InputError(`cannot read the public key ${f.requireSignature}: ${err.code ?? err.message}`);
     });
-    await verifyImageSignature(
-      { ...(f.insecure ? { insecure: true } : {}), ...(f.caFile !== undefined ? { caFile: f.caFile } : {}) },
-      f.image,
-      pem,
-    );
+    await verifyImageSignature(registryOptions(f), f.image, pem);
   }
   return openReleaseSource({
     ...(f.image !== undefined ? { image: f.image } : {}),
     ...(f.from !== undefined ? { from: f.from } : {}),
     ...(f.allowTag ? { allowTag: true } : {}),
-    ...(f.insecure ? { insecure: true } : {}),
-    ...(f.caFile !== undefined ? { caFile: f.caFile } : {}),
+    ...registryOptions(f),
     ...(f.arch !== undefined ? { arch: f.arch } : {}),
   });
 }
