@@ -11,7 +11,7 @@ import type { Input } from '../builder/profile/schema.ts';
 import { bytesContent, readContent } from '../builder/tree/content.ts';
 import { FileTree } from '../builder/tree/tree.ts';
 import { InputError } from '../builder/util/errors.ts';
-import { resolveTreePath } from '../builder/kernel/tree-path.ts';
+import { resolveTreePath } from '../builder/tree/walk.ts';
 import { requireTool, run, runOk } from './helpers/oracle.ts';
 
 const CACHE = fileURLToPath(new URL('../out/test-cache', import.meta.url));

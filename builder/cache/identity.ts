@@ -2,11 +2,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
 import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { debArch, debResolutionKey, resolveDebInput } from '../inputs/deb-input.ts';
-import { memoDebResolution } from '../inputs/deb-resolve-memo.ts';
-import type { InputContext, InputLock } from '../inputs/types.ts';
+import { inputKind, type ResolutionContext } from '../inputs/index.ts';
 import { profileInputs } from '../lock/sources.ts';
-import { resolvePin } from '../lock/lock.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import { mapLocalPaths } from '../profile/paths.ts';
 import type { Input, Profile } from '../profile/schema.ts';
@@ -105,32 +102,8 @@ export async function localIdentity(path: string): Promise<string> {
   }
 }
 
-type DebSpec = Extract<Input, { deb: unknown }>;
-
-/** The pins a `deb:` input resolves to, from the lock, else from a memo keyed by apt's state, else from apt. */
-async function debResolution(input: DebSpec, identified: unknown, opts: IdentifyOptions): Promise<unknown> {
-  const pin = opts.lock?.pin(input);
-  if (pin && 'deb' in pin) return pin.deb.map((p) => ({ package: p.package, version: p.version, sha256: p.sha256 }));
-  const pins = await memoDebResolution(opts.memoDir ?? join(opts.cacheDir, 'stages'), identified, () => resolveDebInput(input, debArch(opts.arch)));
-  return pins.map((x) => ({ package: x.package, version: x.version, sha256: x.sha256 }));
-}
-
-async function ociResolution(input: Extract<Input, { oci: string }>, opts: IdentifyOptions): Promise<unknown> {
-  const pin = opts.lock?.pin(input);
-  if (pin && 'oci' in pin) return pin.oci.manifest;
-  const ctx: InputContext = { cacheDir: opts.cacheDir, arch: opts.arch, ...(opts.registry ? { registry: opts.registry } : {}) };
-  const resolved = await resolvePin(input, ctx);
-  return resolved && 'oci' in resolved ? resolved.oci.manifest : null;
-}
-
-export interface IdentifyOptions {
-  cacheDir: string;
-  /** Where resolutions of unpinned `deb:` inputs are remembered (default `<cacheDir>/stages`). */
-  memoDir?: string;
-  arch: string;
-  lock?: InputLock;
-  registry?: InputContext['registry'];
-}
+/** The lock, the caches and the profile's architecture: what resolving a fetched input needs. */
+export type IdentifyOptions = ResolutionContext;
 
 function clone<T>(v: T): T {
   return JSON.parse(JSON.stringify(v)) as T;
@@ -152,8 +125,8 @@ export async function identifyProfile(loaded: LoadedProfile, opts: IdentifyOptio
     originals.map(async ({ input }, i) => {
       const copy = copies[i]!.input as Input & { resolved?: unknown };
       try {
-        if ('deb' in input) copy.resolved = await debResolution(input, debResolutionKey({ deb: (copy as DebSpec).deb, depends: input.depends }, opts.arch), opts);
-        else if ('oci' in input) copy.resolved = await ociResolution(input, opts);
+        const kind = inputKind(input);
+        if (kind.resolution) copy.resolved = await kind.resolution(input, copy, opts);
       } catch (err) {
         copy.resolved = { error: err instanceof Error ? err.message : String(err) };
       }

@@ -19,9 +19,9 @@ export function registerPullCommand(program: Command): void {
       .description('fetch an installer image by digest, verify every byte, and write its payload files and release.json to a directory')
       .argument('<ref>', 'REPO@sha256:DIGEST, as printed by ossify push')
       .requiredOption('-o, --output <dir>', 'directory for rootfs.squashfs, vmlinuz, initramfs.img and release.json')
-      .option('--arch <arch>', 'architecture to take from a multi-arch index (default: this machine)'),
+      .option('--arch <arch>', 'architecture to take from a multi-arch index (default: this machine)')
+      .option('--json', 'print the result (digests, release, files, statistics) as JSON'),
   )
-    .option('--json', 'print the result (digests, release, files, statistics) as JSON')
     .option('--no-progress', 'no progress output on stderr')
     .action(async (ref: string, f: PullFlags) => {
       const progress = f.progress ? progressReporter() : undefined;

@@ -1,5 +1,5 @@
 import { archByElfMachine } from '../arch.ts';
-import { resolveTreePath } from '../kernel/tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 import { readContent } from '../tree/content.ts';
 import { FileTree, parentOf, type Entry } from '../tree/tree.ts';
 import { walkTreePath } from '../tree/walk.ts';

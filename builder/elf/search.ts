@@ -1,7 +1,7 @@
 import { archByElfMachine } from '../arch.ts';
 import { readContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
-import { resolveTreePath } from '../kernel/tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 
 /**
  * The directories glibc's ld.so searches inside a tree, in its order: the directories of

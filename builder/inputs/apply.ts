@@ -1,6 +1,6 @@
 import { baseName, FileTree, parentOf, type Entry } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
-import { resolveTreePath } from '../kernel/tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 import { containedPath } from './contain.ts';
 
 /**

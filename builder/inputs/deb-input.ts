@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { z } from 'zod';
-import type { DebArchivePin, DebFilePin, DebPackagePin } from '../lock/types.ts';
+import type { DebArchivePin, DebFilePin, DebPackagePin } from './pins.ts';
 import type { DebInput } from '../profile/schema.ts';
 import { FileTree } from '../tree/tree.ts';
 import { archInfo, DEFAULT_ARCH } from '../arch.ts';
@@ -14,6 +14,8 @@ import { readDebControl, unpackDeb } from './deb.ts';
 import { memoDebResolution } from './deb-resolve-memo.ts';
 import { globMatcher } from './glob.ts';
 import type { InputContext, LoadedInput, SourceRecord } from './types.ts';
+import type { InputKind } from './kind.ts';
+import type { PathSegment } from '../profile/errors.ts';
 
 type DebSpec = z.infer<typeof DebInput>;
 
@@ -21,6 +23,8 @@ type DebSpec = z.infer<typeof DebInput>;
 export function isDebPath(spec: string): boolean {
   return spec.includes('/') || spec.endsWith('.deb');
 }
+
+const debSpecs = (input: DebSpec): string[] => (Array.isArray(input.deb) ? input.deb : [input.deb]);
 
 export function debOrigin(input: DebSpec): string {
   return `deb:${Array.isArray(input.deb) ? input.deb.join(',') : input.deb}`;
@@ -52,7 +56,7 @@ export function debResolutionKey(input: Pick<DebSpec, 'deb' | 'depends'>, arch: 
  * metadata. This is what a lock file records.
  */
 export async function resolveDebInput(input: DebSpec, arch: string): Promise<DebPackagePin[]> {
-  const specs = Array.isArray(input.deb) ? input.deb : [input.deb];
+  const specs = debSpecs(input);
   const follow =
     input.depends === true ? () => true : input.depends === false || input.depends.length === 0 ? () => false : globMatcher(input.depends);
   const out: DebPackagePin[] = [];
@@ -130,7 +134,7 @@ export async function loadDebInput(input: DebSpec, ctx: InputContext): Promise<L
   const arch = debArch(ctx.arch);
   const locked = pins !== undefined;
   // Local .deb files are read anyway; packages by name are resolved once per apt state.
-  const named = (Array.isArray(input.deb) ? input.deb : [input.deb]).every((s) => !isDebPath(s));
+  const named = debSpecs(input).every((s) => !isDebPath(s));
   // The key and directory are the stage keys' (cache/identity.ts), so one apt answer serves both.
   pins ??= named ? await memoDebResolution(join(ctx.cacheDir, 'stages'), debResolutionKey(input, ctx.arch), () => resolveDebInput(input, arch)) : await resolveDebInput(input, arch);
 
@@ -155,3 +159,29 @@ export async function loadDebInput(input: DebSpec, ctx: InputContext): Promise<L
   }
   return { tree, sources, pin: { deb: pins } };
 }
+const pinSummary = (pins: DebPackagePin[]) => pins.map((p) => ({ package: p.package, version: p.version, sha256: p.sha256 }));
+
+/** `deb:`: packages from the archive or .deb files, pinned by version and sha256. */
+export const debKind: InputKind<DebSpec> = {
+  origin: debOrigin,
+  load: (input, ctx) => loadDebInput(input, ctx),
+  mapPaths(input, at, fn) {
+    const one = (v: string, p: PathSegment[]) => (isDebPath(v) ? fn(v, p) : v);
+    const deb = Array.isArray(input.deb) ? input.deb.map((v, i) => one(v, [...at, 'deb', i])) : one(input.deb, [...at, 'deb']);
+    return { ...input, deb };
+  },
+  lock: {
+    key: (input, arch, relative) => ({ deb: debSpecs(input).map((s) => (isDebPath(s) ? relative(s) : s)), depends: input.depends, arch: debArch(arch) }),
+    resolve: async (input, ctx) => ({ deb: await resolveDebInput(input, debArch(ctx.arch)) }),
+    localFiles: (pin, _source, absolute) => ('deb' in pin ? pin.deb.filter(isFilePin).map((p) => ({ file: absolute(p.file), sha256: p.sha256 })) : []),
+    mapPinPaths: (pin, fn) => ('deb' in pin ? { deb: pin.deb.map((p) => (isFilePin(p) ? { ...p, file: fn(p.file) } : p)) } : pin),
+  },
+  // The lock's pins, else a memo keyed by apt's state, else apt; the key is the identified
+  // input's (local .deb files stand for their content), shared with loadDebInput's memo.
+  async resolution(input, identified, ctx) {
+    const pin = ctx.lock?.pin(input);
+    if (pin && 'deb' in pin) return pinSummary(pin.deb);
+    const key = debResolutionKey({ deb: identified.deb, depends: input.depends }, ctx.arch);
+    return pinSummary(await memoDebResolution(ctx.memoDir ?? join(ctx.cacheDir, 'stages'), key, () => resolveDebInput(input, debArch(ctx.arch))));
+  },
+};

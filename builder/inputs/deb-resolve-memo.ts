@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { DebPackagePin } from '../lock/types.ts';
+import type { DebPackagePin } from './pins.ts';
 import { canonicalJson, sha256Hex } from '../util/hash.ts';
 
 /**

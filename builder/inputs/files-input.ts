@@ -3,7 +3,10 @@ import type { FileItem, Input } from '../profile/schema.ts';
 import { hostFileContent, textContent } from '../tree/content.ts';
 import { FileTree, normalizeTreePath, type Meta } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
+import type { InputKind } from './kind.ts';
 import type { LoadedInput } from './types.ts';
+
+type FilesSpec = Extract<Input, { files: unknown }>;
 
 function owner(item: FileItem): { uid: number; gid: number } {
   if (!item.owner) return { uid: 0, gid: 0 };
@@ -17,7 +20,7 @@ function owner(item: FileItem): { uid: number; gid: number } {
  * come from the profile or the defaults, a `source` file only lends its content and, for
  * the default mode, its execute bit.
  */
-export async function loadFilesInput(input: Extract<Input, { files: unknown }>, origin: string): Promise<LoadedInput> {
+export async function loadFilesInput(input: FilesSpec, origin: string): Promise<LoadedInput> {
   const tree = new FileTree();
   for (const [i, item] of input.files.entries()) {
     const where = `${origin}: files[${i}] (${item.path})`;
@@ -46,3 +49,10 @@ export async function loadFilesInput(input: Extract<Input, { files: unknown }>, 
   }
   return { tree, sources: [{ kind: 'files', name: `${input.files.length} entries` }] };
 }
+
+/** `files:`: entries written from the profile itself; not pinned. */
+export const filesKind: InputKind<FilesSpec> = {
+  origin: (input) => `files:[${input.files.map((f) => f.path).join(', ')}]`,
+  load: (input, _ctx, origin) => loadFilesInput(input, origin),
+  mapPaths: (input, at, fn) => ({ ...input, files: input.files.map((f, i) => ('source' in f ? { ...f, source: fn(f.source, [...at, 'files', i, 'source']) } : f)) }),
+};

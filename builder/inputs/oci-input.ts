@@ -7,7 +7,9 @@ import { applyLayer } from './apply.ts';
 import { readArchive } from './archive.ts';
 import { BlobCache } from './cache.ts';
 import { decompressFile } from './decompress.ts';
-import { ImageSource } from './oci.ts';
+import { ImageSource, platformText, wantedPlatform } from './oci.ts';
+import type { InputKind } from './kind.ts';
+import type { OciPin } from './pins.ts';
 import type { InputContext, LoadedInput } from './types.ts';
 
 type OciSpec = Extract<Input, { oci: string }>;
@@ -74,3 +76,33 @@ export async function loadOciInput(input: OciSpec, ctx: InputContext): Promise<L
     await src.close();
   }
 }
+
+/** The manifest an image reference resolves to now, from the registry. */
+async function resolveImage(input: OciSpec, ctx: InputContext): Promise<OciPin> {
+  const src = imageSource(input, ctx);
+  try {
+    return await src.resolve();
+  } catch (err) {
+    throw src.wrap(err);
+  } finally {
+    await src.close();
+  }
+}
+
+/** `oci:`: an image from a registry, pinned by manifest digest. */
+export const ociKind: InputKind<OciSpec> = {
+  origin: (input) => `oci:${input.oci}`,
+  load: (input, ctx) => loadOciInput(input, ctx),
+  mapPaths: (input, at, fn) => (input.caFile === undefined ? input : { ...input, caFile: fn(input.caFile, [...at, 'caFile']) }),
+  lock: {
+    key: (input, arch) => ({ oci: input.oci, platform: platformText(wantedPlatform({ arch, ...(input.platform ? { platform: input.platform } : {}) })) }),
+    resolve: async (input, ctx) => ({ oci: await resolveImage(input, ctx) }),
+    localFiles: () => [],
+    mapPinPaths: (pin) => pin,
+  },
+  async resolution(input, _identified, ctx) {
+    const pin = ctx.lock?.pin(input);
+    if (pin && 'oci' in pin) return pin.oci.manifest;
+    return (await resolveImage(input, { cacheDir: ctx.cacheDir, arch: ctx.arch, ...(ctx.registry ? { registry: ctx.registry } : {}) })).manifest;
+  },
+};

@@ -3,7 +3,7 @@ import { type Descriptor, type ImageIndex, type ImageManifest, MT, type Platform
 import { type ImageRef, parseReference, repoName } from '../oci/reference.ts';
 import { RegistryClient, RegistryError, type RegistryClientOptions } from '../oci/registry.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
-import type { OciPin } from '../lock/types.ts';
+import type { OciPin } from './pins.ts';
 import type { BlobCache } from './cache.ts';
 
 /**

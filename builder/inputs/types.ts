@@ -1,6 +1,6 @@
 import type { RegistryClientOptions } from '../oci/registry.ts';
 import type { Input } from '../profile/schema.ts';
-import type { Pin } from '../lock/types.ts';
+import type { Pin } from './pins.ts';
 import type { FileTree } from '../tree/tree.ts';
 
 /** The lock file as the loaders see it: a pin per input source, and what to do when one is off. */

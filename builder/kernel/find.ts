@@ -1,7 +1,7 @@
 import { readContent, type Content } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
-import { resolveTreePath } from './tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 
 export interface KernelInfo {
   /** The module directory name, `uname -r` of the booted kernel. */

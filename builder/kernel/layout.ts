@@ -6,7 +6,7 @@ import type { FileTree } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
 import { bzImageVersion } from './bzimage.ts';
 import { findKernel, UNVERSIONED_IMAGES, type KernelInfo } from './find.ts';
-import { resolveTreePath } from './tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 
 /** LinuxKit kernel images ship their modules as a tar inside the image. */
 const LINUXKIT_MODULES = 'kernel.tar';

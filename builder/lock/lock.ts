@@ -1,8 +1,5 @@
 import { basename, dirname } from 'node:path';
-import { debArch, resolveDebInput } from '../inputs/deb-input.ts';
-import { inputOrigin } from '../inputs/index.ts';
-import { imageSource } from '../inputs/oci-input.ts';
-import { tarSha256 } from '../inputs/tar-input.ts';
+import { inputKind, inputOrigin } from '../inputs/index.ts';
 import type { InputContext } from '../inputs/types.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import type { Input } from '../profile/schema.ts';
@@ -14,19 +11,7 @@ import type { Pin } from './types.ts';
 
 /** Resolves one input to its pin from metadata only: apt records, registry manifests, file hashes. */
 export async function resolvePin(input: Input, ctx: InputContext): Promise<Pin | undefined> {
-  if ('deb' in input) return { deb: await resolveDebInput(input, debArch(ctx.arch)) };
-  if ('tar' in input) return { tar: { sha256: await tarSha256(input.tar) } };
-  if ('oci' in input) {
-    const src = imageSource(input, ctx);
-    try {
-      return { oci: await src.resolve() };
-    } catch (err) {
-      throw src.wrap(err);
-    } finally {
-      await src.close();
-    }
-  }
-  return undefined;
+  return inputKind(input).lock?.resolve(input, ctx);
 }
 
 export interface LockOptions {

@@ -1,5 +1,5 @@
 import { dirname } from 'node:path';
-import { inputOrigin } from '../inputs/index.ts';
+import { inputOrigin, pinKind } from '../inputs/index.ts';
 import type { InputLock } from '../inputs/types.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import type { Input } from '../profile/schema.ts';
@@ -11,8 +11,7 @@ import type { Pin } from './types.ts';
 
 /** Lock-file paths (relative to the profile) made absolute, or the reverse. */
 export function mapPinPaths(pin: Pin, fn: (p: string) => string): Pin {
-  if (!('deb' in pin)) return pin;
-  return { deb: pin.deb.map((p) => ('file' in p ? { ...p, file: fn(p.file) } : p)) };
+  return pinKind(pin).lock?.mapPinPaths(pin, fn) ?? pin;
 }
 
 const RELOCK = 'run `ossify lock` to record the profile\'s inputs (`ossify lock --update` re-resolves all of them)';
@@ -60,9 +59,7 @@ export class LockPins implements InputLock {
 
   /** The local files an entry pins (absolute), with the sha256 it expects of them. */
   private localFiles(e: LockEntry): { file: string; sha256: string }[] {
-    if ('tar' in e.pin && 'tar' in e.source) return [{ file: absPath(e.source.tar, this.dir), sha256: e.pin.tar.sha256 }];
-    if ('deb' in e.pin) return e.pin.deb.flatMap((p) => ('file' in p ? [{ file: absPath(p.file, this.dir), sha256: p.sha256 }] : []));
-    return [];
+    return pinKind(e.pin).lock?.localFiles(e.pin, e.source, (p) => absPath(p, this.dir)) ?? [];
   }
 
   /**

@@ -1,9 +1,7 @@
 import { isAbsolute, posix, relative, resolve, sep } from 'node:path';
-import { debArch } from '../inputs/deb-input.ts';
-import { wantedPlatform, platformText } from '../inputs/oci.ts';
+import { inputKind } from '../inputs/index.ts';
 import type { Input, Profile } from '../profile/schema.ts';
 import { canonicalJson } from '../util/hash.ts';
-import { isDebPath } from '../profile/paths.ts';
 import type { SourceKey } from './types.ts';
 
 /** Every input of a profile with where it is, in profile order: `kernel.input`, `rootfs.inputs[1]`, … */
@@ -34,13 +32,7 @@ export function absPath(lockRel: string, profileDir: string): string {
  * `dir:` and `files:` are the checkout itself and have no pin (undefined).
  */
 export function sourceKey(input: Input, profileDir: string, arch: string): SourceKey | undefined {
-  if ('deb' in input) {
-    const specs = Array.isArray(input.deb) ? input.deb : [input.deb];
-    return { deb: specs.map((s) => (isDebPath(s) ? lockPath(s, profileDir) : s)), depends: input.depends, arch: debArch(arch) };
-  }
-  if ('oci' in input) return { oci: input.oci, platform: platformText(wantedPlatform({ arch, ...(input.platform ? { platform: input.platform } : {}) })) };
-  if ('tar' in input) return { tar: lockPath(input.tar, profileDir) };
-  return undefined;
+  return inputKind(input).lock?.key(input, arch, (abs) => lockPath(abs, profileDir));
 }
 
 export function keyText(key: SourceKey): string {

@@ -1,26 +1,11 @@
 import type { PathSegment } from './errors.ts';
 import type { Input, Profile, Program, SiteSettings } from './schema.ts';
+import { inputKind, type PathRewrite } from '../inputs/kinds.ts';
 
-/**
- * `deb:` names either a package (fetched from the archive) or a local .deb file. Package
- * names never contain "/" and never end in ".deb" (Debian policy §5.6.1), so either marks a path.
- */
-export function isDebPath(value: string): boolean {
-  return value.includes('/') || value.endsWith('.deb');
-}
-
-type Rewrite = (value: string, path: PathSegment[]) => string;
+type Rewrite = PathRewrite;
 
 function mapInput(input: Input, path: PathSegment[], fn: Rewrite): Input {
-  if ('dir' in input) return { ...input, dir: fn(input.dir, [...path, 'dir']) };
-  if ('tar' in input) return { ...input, tar: fn(input.tar, [...path, 'tar']) };
-  if ('oci' in input) return input.caFile === undefined ? input : { ...input, caFile: fn(input.caFile, [...path, 'caFile']) };
-  if ('files' in input) {
-    return { ...input, files: input.files.map((f, i) => ('source' in f ? { ...f, source: fn(f.source, [...path, 'files', i, 'source']) } : f)) };
-  }
-  const one = (v: string, p: PathSegment[]) => (isDebPath(v) ? fn(v, p) : v);
-  const deb = Array.isArray(input.deb) ? input.deb.map((v, i) => one(v, [...path, 'deb', i])) : one(input.deb, [...path, 'deb']);
-  return { ...input, deb };
+  return inputKind(input).mapPaths(input, path, fn);
 }
 
 function mapPrograms(programs: Program[] | undefined, path: PathSegment[], fn: Rewrite): { programs?: Program[] } {

@@ -1,6 +1,6 @@
 import { archByElfMachine, findArch } from '../arch.ts';
 import { isElf, readDynamic } from '../elf/index.ts';
-import { resolveTreePath } from '../kernel/tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 import { readContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';

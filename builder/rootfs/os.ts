@@ -1,7 +1,7 @@
 import type { Profile } from '../profile/schema.ts';
 import { readContent, textContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
-import { resolveTreePath } from '../kernel/tree-path.ts';
+import { resolveTreePath } from '../tree/walk.ts';
 
 /**
  * What ossify adds to a full OS root (profile `rootfs.os`, the bootc / Kairos model) and nothing
