@@ -151,6 +151,33 @@ describe('a fleet of sites', () => {
     expect(readFileSync(join(root, 'pulled', 'site.tar')).equals(readFileSync(join(sites[1]!.outDir, 'site.tar')))).toBe(true);
   });
 
+  it('pushes every build of a matrix with its SBOM attached, as a single build does', async () => {
+    const repo = `${registry.host}/fleet/matrix`;
+    const r = await ossify(['build', ...files(), '--out', join(root, 'out-matrix'), '--cache-dir', INPUTS, '--push', repo, '--insecure', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const built = JSON.parse(r.stdout) as { outDir: string; pushed: string; installer: { manifestDigest: string } }[];
+    expect(built).toHaveLength(4);
+    // Read back with plain HTTP, not ossify's client: distribution 2.x has no referrers API,
+    // so the referrers are listed in the index under the digest's fallback tag.
+    const get = async (path: string, accept: string) => {
+      const res = await fetch(`http://${registry.host}/v2/fleet/matrix/${path}`, { headers: { accept } });
+      expect(res.status, path).toBe(200);
+      return new Uint8Array(await res.arrayBuffer());
+    };
+    const json = async <T>(path: string, accept: string) => JSON.parse(new TextDecoder().decode(await get(path, accept))) as T;
+    for (const b of built) {
+      const digest = b.installer.manifestDigest;
+      expect(b.pushed).toBe(`${repo}@${digest}`);
+      const index = await json<{ manifests: { digest: string; artifactType?: string }[] }>(`manifests/${digest.replace(':', '-')}`, 'application/vnd.oci.image.index.v1+json');
+      const sboms = index.manifests.filter((m) => m.artifactType === 'application/spdx+json');
+      expect(sboms, b.outDir).toHaveLength(1);
+      const artifact = await json<{ subject: { digest: string }; layers: { digest: string }[] }>(`manifests/${sboms[0]!.digest}`, 'application/vnd.oci.image.manifest.v1+json');
+      expect(artifact.subject.digest).toBe(digest);
+      const sbom = await get(`blobs/${artifact.layers[0]!.digest}`, '*/*');
+      expect(Buffer.from(sbom).equals(readFileSync(join(b.outDir, 'sbom.spdx.json'))), b.outDir).toBe(true);
+    }
+  }, 300_000);
+
   it('installs a site from its build output as its disk.raw, byte for byte, and from its image with its seed in STATE', async () => {
     const site = sites[1]!;
     const fromDir = join(root, 'installed-from-dir.raw');
