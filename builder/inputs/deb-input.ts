@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { z } from 'zod';
-import type { DebArchivePin, DebFilePin, DebPackagePin } from './pins.ts';
+import { z } from 'zod';
+import { LockSha256, type DebArchivePin, type DebFilePin, type DebPackagePin } from './pins.ts';
 import type { DebInput } from '../profile/schema.ts';
 import { FileTree } from '../tree/tree.ts';
 import { archInfo, DEFAULT_ARCH } from '../arch.ts';
@@ -175,6 +175,18 @@ export const debKind: InputKind<DebSpec> = {
     resolve: async (input, ctx) => ({ deb: await resolveDebInput(input, debArch(ctx.arch)) }),
     localFiles: (pin, _source, absolute) => ('deb' in pin ? pin.deb.filter(isFilePin).map((p) => ({ file: absolute(p.file), sha256: p.sha256 })) : []),
     mapPinPaths: (pin, fn) => ('deb' in pin ? { deb: pin.deb.map((p) => (isFilePin(p) ? { ...p, file: fn(p.file) } : p)) } : pin),
+    schema: {
+      // arch (Debian's): absent in lock files older than arm64 builds; such entries match no input and are resolved again.
+      source: z.strictObject({ deb: z.array(z.string()).min(1), depends: z.union([z.boolean(), z.array(z.string())]), arch: z.string().optional() }),
+      pin: z
+        .array(
+          z.union([
+            z.strictObject({ package: z.string(), version: z.string(), architecture: z.string(), sha256: LockSha256, filename: z.string().optional() }),
+            z.strictObject({ file: z.string(), package: z.string(), version: z.string().optional(), sha256: LockSha256 }),
+          ]),
+        )
+        .min(1),
+    },
   },
   // The lock's pins, else a memo keyed by apt's state, else apt; the key is the identified
   // input's (local .deb files stand for their content), shared with loadDebInput's memo.

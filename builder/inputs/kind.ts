@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import type { PathSegment } from '../profile/errors.ts';
 import type { Input } from '../profile/schema.ts';
 import type { Pin, SourceKey } from './pins.ts';
@@ -29,6 +30,8 @@ export interface LockSupport<I extends Input> {
   localFiles(pin: Pin, source: SourceKey, absolute: (rel: string) => string): { file: string; sha256: string }[];
   /** The pin with the local paths it holds passed through `fn` (lock file ↔ absolute). */
   mapPinPaths(pin: Pin, fn: (path: string) => string): Pin;
+  /** How the lock file writes the kind's source key and pin: an entry is `{ source, usedBy, <kind>: pin }`. */
+  schema: { source: z.ZodType; pin: z.ZodType };
 }
 
 /**

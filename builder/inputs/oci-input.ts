@@ -9,7 +9,8 @@ import { BlobCache } from './cache.ts';
 import { decompressFile } from './decompress.ts';
 import { ImageSource, platformText, wantedPlatform } from './oci.ts';
 import type { InputKind } from './kind.ts';
-import type { OciPin } from './pins.ts';
+import { z } from 'zod';
+import { LockDigest, type OciPin } from './pins.ts';
 import type { InputContext, LoadedInput } from './types.ts';
 
 type OciSpec = Extract<Input, { oci: string }>;
@@ -99,6 +100,7 @@ export const ociKind: InputKind<OciSpec> = {
     resolve: async (input, ctx) => ({ oci: await resolveImage(input, ctx) }),
     localFiles: () => [],
     mapPinPaths: (pin) => pin,
+    schema: { source: z.strictObject({ oci: z.string(), platform: z.string() }), pin: z.strictObject({ manifest: LockDigest, index: LockDigest.optional() }) },
   },
   async resolution(input, _identified, ctx) {
     const pin = ctx.lock?.pin(input);

@@ -4,6 +4,12 @@
  * and .deb files by sha256. `dir:` and `files:` are the checkout itself and are not pinned.
  */
 
+import { z } from 'zod';
+
+/** How the lock file writes a sha256 and a digest. */
+export const LockSha256 = z.string().regex(/^[0-9a-f]{64}$/);
+export const LockDigest = z.string().regex(/^sha256:[0-9a-f]{64}$/);
+
 /** A package from the archive: enough to fetch exactly it again (`apt-get download name=version`). */
 export interface DebArchivePin {
   package: string;

@@ -4,7 +4,9 @@ import { InputError } from '../util/errors.ts';
 import type { Input } from '../profile/schema.ts';
 import { readArchive } from './archive.ts';
 import { decompressFile } from './decompress.ts';
+import { z } from 'zod';
 import type { InputKind } from './kind.ts';
+import { LockSha256 } from './pins.ts';
 import type { InputContext, LoadedInput } from './types.ts';
 
 type TarSpec = Extract<Input, { tar: string }>;
@@ -37,5 +39,6 @@ export const tarKind: InputKind<TarSpec> = {
     resolve: async (input) => ({ tar: { sha256: await tarSha256(input.tar) } }),
     localFiles: (pin, source, absolute) => ('tar' in pin && 'tar' in source ? [{ file: absolute(source.tar), sha256: pin.tar.sha256 }] : []),
     mapPinPaths: (pin) => pin,
+    schema: { source: z.strictObject({ tar: z.string() }), pin: z.strictObject({ sha256: LockSha256 }) },
   },
 };

@@ -4,27 +4,20 @@ import { parse, stringify } from 'yaml';
 import { z } from 'zod';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { InputError } from '../util/errors.ts';
+import { INPUT_KINDS, type InputKindName } from '../inputs/index.ts';
 import type { Pin, SourceKey } from './types.ts';
 
 export const LOCK_VERSION = 1;
 
-const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
-const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/);
-const DebPackage = z.union([
-  z.strictObject({ package: z.string(), version: z.string(), architecture: z.string(), sha256, filename: z.string().optional() }),
-  z.strictObject({ file: z.string(), package: z.string(), version: z.string().optional(), sha256 }),
-]);
-const Source = z.union([
-  // arch (Debian's): absent in lock files older than arm64 builds; such entries match no input and are resolved again.
-  z.strictObject({ deb: z.array(z.string()).min(1), depends: z.union([z.boolean(), z.array(z.string())]), arch: z.string().optional() }),
-  z.strictObject({ oci: z.string(), platform: z.string() }),
-  z.strictObject({ tar: z.string() }),
-]);
-const Entry = z.union([
-  z.strictObject({ source: Source, usedBy: z.array(z.string()), deb: z.array(DebPackage).min(1) }),
-  z.strictObject({ source: Source, usedBy: z.array(z.string()), oci: z.strictObject({ manifest: digest, index: digest.optional() }) }),
-  z.strictObject({ source: Source, usedBy: z.array(z.string()), tar: z.strictObject({ sha256 }) }),
-]);
+type Schemas = [z.ZodType, ...z.ZodType[]];
+/** Every kind the lock pins says how it writes its sources and pins. */
+const pinned = (Object.keys(INPUT_KINDS) as InputKindName[]).flatMap((name) => {
+  const lock = INPUT_KINDS[name].lock;
+  return lock ? [{ name, ...lock.schema }] : [];
+});
+const Source = z.union(pinned.map((k) => k.source) as Schemas);
+type EntryShape = { source: SourceKey; usedBy: string[] } & Record<string, unknown>;
+const Entry = z.union(pinned.map((k) => z.strictObject({ source: Source, usedBy: z.array(z.string()), [k.name]: k.pin })) as unknown as Schemas) as z.ZodType<EntryShape>;
 const LockSchema = z.strictObject({ lockVersion: z.literal(LOCK_VERSION), profile: z.string(), sources: z.array(Entry) });
 
 export interface LockEntry {
