@@ -5,6 +5,7 @@
 export { loadProfile, type LoadedProfile, type LoadOptions } from './profile/load.ts';
 export { build, outputDirFor, type BuildOptions, type BuildRecord, type BuildResult } from './pipeline.ts';
 export { pushBuild, pushBuilds, pushLayout, type PushOptions, type PushResult } from './oci/push.ts';
+export { publishBuild, type PublishOptions, type PublishResult } from './trust/publish.ts';
 export { pullRelease, type PullOptions, type PullResult } from './oci/pull.ts';
 export {
   install,

@@ -162,3 +162,22 @@ export class RemoteStageCache {
     return report;
   }
 }
+
+/** The registry caches a build reads stages from and writes them to (one when both name the same repository). */
+export interface RemoteCaches {
+  from?: RemoteStageCache;
+  to?: RemoteStageCache;
+}
+
+/** Opens `--cache-from`/`--cache-to`; undefined when neither is given. */
+export async function openRemoteCaches(repos: { from?: string; to?: string }, opts: RegistryClientOptions = {}): Promise<RemoteCaches | undefined> {
+  if (repos.from === undefined && repos.to === undefined) return undefined;
+  const from = repos.from !== undefined ? await RemoteStageCache.open(repos.from, opts) : undefined;
+  const to = repos.to === undefined ? undefined : repos.to === repos.from ? from : await RemoteStageCache.open(repos.to, opts);
+  return { ...(from ? { from } : {}), ...(to ? { to } : {}) };
+}
+
+export async function closeRemoteCaches(r: RemoteCaches | undefined): Promise<void> {
+  await r?.from?.close();
+  if (r?.to && r.to !== r.from) await r.to.close();
+}

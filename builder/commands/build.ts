@@ -10,8 +10,8 @@ import { publishBuild } from '../trust/publish.ts';
 import { parseReference } from '../oci/reference.ts';
 import { join } from 'node:path';
 // fleet: the stage cache (--no-cache, --cache-from/--cache-to) and many profiles at once (--jobs, --matrix)
-import { RemoteStageCache } from '../cache/remote.ts';
-import { buildMatrix, failureExitCode, matrixProfiles, type MatrixBuild } from '../site/matrix.ts';
+import { closeRemoteCaches, openRemoteCaches, type RemoteCaches } from '../cache/remote.ts';
+import { buildMatrix, failureExitCode, matrixProfiles, matrixPushTag, type MatrixBuild } from '../site/matrix.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { OUTPUT_NAMES, type OutputName } from '../outputs/index.ts';
@@ -68,7 +68,8 @@ export function registerBuildCommand(program: Command): void {
       // fleet: several profiles build in one process; one goes the way it always went.
       const files = [...profileArgs, ...(o.matrix ? await matrixProfiles(o.matrix) : [])];
       if (files.length === 0) throw new InputError('no profile to build', { hint: 'ossify build PROFILE.yaml…, or --matrix DIR' });
-      const remoteCache = await openRemoteCaches(o);
+      if (o.cache === false && (o.cacheFrom !== undefined || o.cacheTo !== undefined)) throw new InputError('--no-cache and --cache-from/--cache-to contradict each other');
+      const remoteCache = await openRemoteCaches({ from: o.cacheFrom, to: o.cacheTo }, registryOptions(o));
       if (files.length > 1 || o.matrix) return buildMany(files, o, remoteCache);
       const profileFile = files[0]!;
       const loaded = await loadProfile(profileFile);
@@ -115,22 +116,6 @@ export function registerBuildCommand(program: Command): void {
 
 // fleet ---------------------------------------------------------------------------
 
-type RemoteCaches = NonNullable<Parameters<typeof build>[1]['remoteCache']>;
-
-async function openRemoteCaches(o: BuildFlags): Promise<RemoteCaches | undefined> {
-  if (o.cacheFrom === undefined && o.cacheTo === undefined) return undefined;
-  if (o.cache === false) throw new InputError('--no-cache and --cache-from/--cache-to contradict each other');
-  const client = registryOptions(o);
-  const from = o.cacheFrom !== undefined ? await RemoteStageCache.open(o.cacheFrom, client) : undefined;
-  const to = o.cacheTo === undefined ? undefined : o.cacheTo === o.cacheFrom ? from : await RemoteStageCache.open(o.cacheTo, client);
-  return { ...(from ? { from } : {}), ...(to ? { to } : {}) };
-}
-
-async function closeRemoteCaches(r: RemoteCaches | undefined): Promise<void> {
-  await r?.from?.close();
-  if (r?.to && r.to !== r.from) await r.to.close();
-}
-
 function siteLabel(l: LoadedProfile): string {
   return `${l.profile.name} ${l.profile.version}${l.profile.site ? ` site ${l.profile.site.name}` : ''}`;
 }
@@ -171,9 +156,7 @@ async function buildMany(files: string[], o: BuildFlags, remoteCache: RemoteCach
       for (const w of b.result.cacheWarnings) process.stderr.write(`warning: ${file}: ${w}\n`);
       let pushed: string | undefined;
       if (o.push) {
-        const p = b.loaded.profile;
-        const tag = `${p.version}${p.site ? `-${p.site.name}` : ''}`;
-        pushed = (await publishBuild(b.result.outDir, `${o.push}:${tag}`, registryOptions(o))).reference;
+        pushed = (await publishBuild(b.result.outDir, `${o.push}:${matrixPushTag(b.loaded.profile)}`, registryOptions(o))).reference;
       }
       if (o.json) out.push({ file, outDir: b.result.outDir, ...b.result.record, installer: b.result.installer, cache: b.result.cache, ms: b.ms, ...(pushed ? { pushed } : {}) });
       else {

@@ -3,6 +3,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { openLock } from '../lock/lock.ts';
 import { loadProfile, type LoadedProfile } from '../profile/load.ts';
+import type { Profile } from '../profile/schema.ts';
 import { build, outputDirFor, type BuildOptions, type BuildResult } from '../pipeline.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 
@@ -105,6 +106,11 @@ export async function buildMatrix(files: readonly string[], opts: MatrixOptions)
 }
 
 /** The exit code a run with these failures ends with: the highest of theirs (2 for bad input, else 1). */
+/** The tag a matrix build's image is pushed under: its version, a site's with the site's name. */
+export function matrixPushTag(p: Pick<Profile, 'version' | 'site'>): string {
+  return `${p.version}${p.site ? `-${p.site.name}` : ''}`;
+}
+
 export function failureExitCode(failures: readonly { error: unknown }[]): 0 | 1 | 2 {
   if (failures.length === 0) return 0;
   return failures.some((f) => !(f.error instanceof OssifyError) || f.error.exitCode === 1) ? 1 : 2;
