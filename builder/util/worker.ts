@@ -71,7 +71,10 @@ export async function startTaskPool<Task, Reply>(o: TaskPoolOptions): Promise<Ta
     const want = holds > 0 || pending.size > 0;
     if (want === referenced) return;
     referenced = want;
-    for (const s of slots) want ? s.w.ref() : s.w.unref();
+    for (const s of slots) {
+      if (want) s.w.ref();
+      else s.w.unref();
+    }
   };
   const fail = (err: Error) => {
     if (failed) return;
