@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tarStream from 'tar-stream';
 import { readAr } from '../builder/formats/ar.ts';
-import { readTar } from '../builder/formats/tar-read.ts';
+import { readTar } from '../builder/tree/from-tar.ts';
 import { readContent } from '../builder/tree/content.ts';
 import { dependencyNames, parsePackageSpec } from '../builder/inputs/apt.ts';
 import { parseStanza } from '../builder/inputs/deb.ts';

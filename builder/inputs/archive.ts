@@ -1,4 +1,4 @@
-import { readTar } from '../formats/tar-read.ts';
+import { readTar } from '../tree/from-tar.ts';
 import { FileTree, parentOf, type Entry } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';
 

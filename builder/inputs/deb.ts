@@ -1,5 +1,5 @@
 import { readAr } from '../formats/ar.ts';
-import { readTar } from '../formats/tar-read.ts';
+import { readTar } from '../tree/from-tar.ts';
 import { readContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
 import { InputError } from '../util/errors.ts';

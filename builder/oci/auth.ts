@@ -102,6 +102,10 @@ export function parseChallenges(header: string): Challenge[] {
   return out;
 }
 
+/** Token scopes of one repository; pushing asks for pull too, as a push first checks (HEAD) what the repository holds. */
+export const pushScope = (repo: string) => `repository:${repo}:pull,push`;
+export const pullScope = (repo: string) => `repository:${repo}:pull`;
+
 /** `repository:name:pull,push` scopes as resource -> actions. */
 function parseScopes(scopes: readonly string[]): Map<string, Set<string>> {
   const m = new Map<string, Set<string>>();

@@ -1,11 +1,18 @@
 import { createHash } from 'node:crypto';
-import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InputError, OssifyError } from '../util/errors.ts';
-import { AuthError, Authenticator, type Credentials, type DockerConfigOptions, RetryableStatusError, isRetryableStatus, loadDockerCredentials, retryAfterMs } from './auth.ts';
+import { AuthError, Authenticator, type Credentials, type DockerConfigOptions, RetryableStatusError, isRetryableStatus, loadDockerCredentials, pullScope, pushScope, retryAfterMs } from './auth.ts';
+import type { BlobSource } from './blob-source.ts';
+import { pushBlob, type UploadClient } from './blob-upload.ts';
 import { type Descriptor, MANIFEST_ACCEPT } from './media-types.ts';
 import { assertDigest, isLoopbackRegistry, registryApiHost } from './reference.ts';
-import { type HttpRequest, type HttpResponse, type StreamBody, type Transport, TransportError, fetchTransport, nodeTransport } from './transport.ts';
+import { DigestMismatchError, RegistryError, isRetryable } from './registry-errors.ts';
+import { type HttpRequest, type HttpResponse, type Transport, TransportError, fetchTransport, nodeTransport } from './transport.ts';
+
+export { pullScope, pushScope } from './auth.ts';
+export { type BlobSource, bytesBlobSource, fileBlobSource } from './blob-source.ts';
+export { DigestMismatchError, RegistryError } from './registry-errors.ts';
 
 export interface RetryPolicy {
   /** Tries of one request, and consecutive failures of an upload without progress. */
@@ -57,105 +64,11 @@ export interface RegistryStats {
   tokenRequests: number;
 }
 
-/** The registry answered, and the answer is final (4xx other than 401/429, or an unexpected status). */
-export class RegistryError extends OssifyError {
-  constructor(
-    message: string,
-    readonly status: number,
-    readonly code: string | undefined,
-  ) {
-    super(message);
-    this.name = 'RegistryError';
-  }
-}
-
-/** Bytes that do not hash to the digest they were asked for. Never retried into success. */
-export class DigestMismatchError extends OssifyError {
-  constructor(message: string) {
-    super(message, { hint: 'the registry or something between us and it returned wrong content; nothing was written' });
-    this.name = 'DigestMismatchError';
-  }
-}
-
-/** The upload session is gone or in an unknown state; only a new upload can continue. */
-class UploadLost extends Error {
-  constructor(readonly reason: string) {
-    super(reason);
-  }
-}
-
-/** Where an upload reads its bytes; random access so a resumed upload starts where the registry stands. */
-export interface BlobSource {
-  size: number;
-  read(offset: number, length: number): Promise<Uint8Array>;
-  stream(offset: number): AsyncIterable<Uint8Array>;
-}
-
-export function bytesBlobSource(bytes: Uint8Array): BlobSource {
-  return {
-    size: bytes.length,
-    read: async (o, n) => bytes.subarray(o, o + n),
-    async *stream(o) {
-      yield bytes.subarray(o);
-    },
-  };
-}
-
-export function fileBlobSource(path: string, size: number): BlobSource {
-  const readFrom = async (fh: FileHandle, offset: number, length: number): Promise<Uint8Array> => {
-    const buf = Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-      if (bytesRead === 0) throw new OssifyError(`${path} is shorter than its descriptor says (${size} bytes)`);
-      got += bytesRead;
-    }
-    return buf;
-  };
-  return {
-    size,
-    async read(offset, length) {
-      const fh = await open(path, 'r');
-      try {
-        return await readFrom(fh, offset, length);
-      } finally {
-        await fh.close();
-      }
-    },
-    async *stream(offset) {
-      const fh = await open(path, 'r');
-      try {
-        const step = 1 << 20;
-        for (let o = offset; o < size; o += step) yield await readFrom(fh, o, Math.min(step, size - o));
-      } finally {
-        await fh.close();
-      }
-    },
-  };
-}
-
 const sha = (alg: string) => createHash(alg === 'sha512' ? 'sha512' : 'sha256');
 
 function digestOf(bytes: Uint8Array, alg = 'sha256'): string {
   return `${alg}:${sha(alg).update(bytes).digest('hex')}`;
 }
-
-/** The end of a `Range: 0-N` upload status, as the next offset to send. */
-function nextOffsetFromRange(range: string | undefined, expected?: number): number {
-  const m = /^(?:bytes=)?0-(\d+)$/.exec((range ?? '').trim());
-  if (!m) return 0;
-  const end = Number(m[1]);
-  // Registries report an empty upload as "0-0", the same as a one-byte one: what we just sent decides.
-  if (end === 0) return expected === 1 ? 1 : 0;
-  return end + 1;
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
-}
-
-export const pushScope = (repo: string) => `repository:${repo}:pull,push`;
-export const pullScope = (repo: string) => `repository:${repo}:pull`;
 
 /** A client for one registry (OCI distribution spec v1.1), counting every byte it moves. */
 export class RegistryClient {
@@ -231,10 +144,6 @@ export class RegistryClient {
     return Math.min(Math.max(jittered, hintMs ?? 0), this.policy.maxDelayMs * 4);
   }
 
-  private static retryable(err: unknown): boolean {
-    return (err instanceof TransportError && err.retryable) || err instanceof RetryableStatusError;
-  }
-
   private async pause(what: string, attempt: number, err: unknown): Promise<void> {
     this.stats.retries++;
     const delayMs = this.backoff(attempt, err instanceof RetryableStatusError ? err.retryAfterMs : undefined);
@@ -248,7 +157,7 @@ export class RegistryClient {
       try {
         return await fn();
       } catch (err) {
-        if (!RegistryClient.retryable(err)) throw err;
+        if (!isRetryable(err)) throw err;
         if (attempt >= this.policy.attempts) {
           const hint = err instanceof OssifyError ? err.hint : undefined;
           throw new OssifyError(`${what}: gave up after ${attempt} attempts: ${(err as Error).message}`, { cause: err, ...(hint !== undefined ? { hint } : {}) });
@@ -366,200 +275,27 @@ export class RegistryClient {
   /**
    * Makes `repo` hold the blob: nothing if it already does, a cross-repository mount when
    * another repository of this registry has it, else an upload that survives broken
-   * connections by resuming where the registry says it stands.
+   * connections by resuming where the registry says it stands (blob-upload.ts).
    */
   async pushBlob(repo: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, mountFrom: readonly string[] = []): Promise<{ how: 'exists' | 'mounted' | 'uploaded'; from?: string }> {
-    assertDigest(desc.digest);
-    if (source.size !== desc.size) throw new OssifyError(`blob ${desc.digest}: source has ${source.size} bytes, descriptor says ${desc.size}`);
-    const sources = mountFrom.filter((r) => r !== repo);
-    const scopes = [pushScope(repo), ...sources.map(pullScope)];
-    if ((await this.statBlob(repo, desc.digest, scopes)) === desc.size) {
-      this.stats.blobsSkipped++;
-      this.emit({ type: 'blob-done', op: 'push', repo, digest: desc.digest, size: desc.size, how: 'exists' });
-      return { how: 'exists' };
-    }
-    let session: string | undefined;
-    let uploadScopes = scopes;
-    for (const from of sources) {
-      try {
-        const r = await this.retrying(`mount ${desc.digest}`, () => this.startUpload(repo, scopes, { digest: desc.digest, from }));
-        if (r.mounted) {
-          this.stats.blobsMounted++;
-          this.emit({ type: 'blob-done', op: 'push', repo, digest: desc.digest, size: desc.size, how: 'mounted', from });
-          return { how: 'mounted', from };
-        }
-        session = r.location;
-      } catch (err) {
-        // No pull right on the source repository: upload instead, as if it had no such blob.
-        if (!(err instanceof AuthError)) throw err;
-        uploadScopes = [pushScope(repo)];
-      }
-      break;
-    }
-    this.emit({ type: 'blob-start', op: 'push', repo, digest: desc.digest, size: desc.size });
-    await this.upload(repo, desc, source, uploadScopes, session);
-    this.stats.blobsUploaded++;
-    this.emit({ type: 'blob-done', op: 'push', repo, digest: desc.digest, size: desc.size, how: 'uploaded' });
-    return { how: 'uploaded' };
+    return pushBlob(this.uploadClient(), repo, desc, source, mountFrom);
   }
 
-  private async startUpload(repo: string, scopes: readonly string[], mount?: { digest: string; from: string }): Promise<{ mounted: boolean; location: string }> {
-    const q = mount ? `?mount=${encodeURIComponent(mount.digest)}&from=${encodeURIComponent(mount.from)}` : '';
-    const res = await this.send({ method: 'POST', url: this.url(`${repo}/blobs/uploads/${q}`), body: new Uint8Array(0) }, scopes);
-    await res.discard();
-    if (res.status === 201 && mount) {
-      const got = res.header('docker-content-digest');
-      if (got !== undefined && got !== mount.digest) throw new DigestMismatchError(`mount of ${mount.digest} into ${repo} reported digest ${got}`);
-      return { mounted: true, location: '' };
-    }
-    if (res.status === 202) {
-      const loc = res.header('location');
-      if (!loc) throw new RegistryError(`start upload in ${repo}: 202 without a Location`, 202, undefined);
-      return { mounted: false, location: new URL(loc, res.url).toString() };
-    }
-    return this.fail(res, `start upload in ${repo}`);
-  }
-
-  private async upload(repo: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, scopes: readonly string[], session?: string): Promise<void> {
-    for (let restarts = 0; ; restarts++) {
-      session ??= (await this.retrying(`start upload of ${desc.digest}`, () => this.startUpload(repo, scopes))).location;
-      try {
-        if (desc.size <= this.chunkSize) await this.putMonolithic(repo, desc, source, scopes, session);
-        else await this.putChunked(repo, desc, source, scopes, session);
-        return;
-      } catch (err) {
-        if (!(err instanceof UploadLost)) throw err;
-        // The blob may have landed even though we never heard so.
-        if ((await this.statBlob(repo, desc.digest, scopes)) === desc.size) return;
-        if (restarts >= this.policy.maxRestarts) {
-          throw new OssifyError(`upload of ${desc.digest} to ${this.registry}/${repo} failed ${restarts + 1} times; last: ${err.reason}`);
-        }
-        this.stats.uploadRestarts++;
-        await this.pause(`upload of ${desc.digest}`, restarts + 1, err);
-        session = undefined;
-      }
-    }
-  }
-
-  private countingBody(source: BlobSource, repo: string, digest: string): StreamBody {
+  private uploadClient(): UploadClient {
     return {
-      length: source.size,
-      open: () => {
-        const self = this;
-        return (async function* () {
-          let done = 0;
-          for await (const c of source.stream(0)) {
-            self.stats.blobBytesSent += c.length;
-            done += c.length;
-            self.emit({ type: 'blob-progress', op: 'push', repo, digest, size: source.size, done });
-            yield c;
-          }
-        })();
-      },
+      registry: this.registry,
+      stats: this.stats,
+      policy: this.policy,
+      chunkSize: this.chunkSize,
+      url: (path) => this.url(path),
+      send: (req, scopes) => this.send(req, scopes),
+      retrying: (what, fn) => this.retrying(what, fn),
+      pause: (what, attempt, err) => this.pause(what, attempt, err),
+      errorText: (res) => this.errorText(res),
+      fail: (res, what) => this.fail(res, what),
+      statBlob: (repo, digest, scopes) => this.statBlob(repo, digest, scopes),
+      emit: (e) => this.emit(e),
     };
-  }
-
-  /** Classifies a non-success answer to an upload request. */
-  private async uploadRefused(res: HttpResponse, what: string): Promise<never> {
-    const text = await this.errorText(res);
-    // Session gone (unknown, invalid state) or bytes that hashed wrong: a fresh upload may work.
-    if (res.status === 404 || (res.status === 400 && /BLOB_UPLOAD_(UNKNOWN|INVALID)|DIGEST_INVALID/.test(text)) || res.status === 416) {
-      throw new UploadLost(`${what}: ${res.status} ${text}`);
-    }
-    throw new RegistryError(`${what}: ${this.registry} answered ${res.status}${text ? ` (${text})` : ''}`, res.status, /^([A-Z_]+)/.exec(text)?.[1]);
-  }
-
-  private checkCreated(res: HttpResponse, digest: string): void {
-    const got = res.header('docker-content-digest');
-    if (got !== undefined && got !== digest) throw new DigestMismatchError(`registry stored blob ${got}, we sent ${digest}`);
-  }
-
-  private async putMonolithic(repo: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, scopes: readonly string[], session: string): Promise<void> {
-    let res: HttpResponse;
-    try {
-      res = await this.send(
-        { method: 'PUT', url: withDigest(session, desc.digest), headers: { 'content-type': 'application/octet-stream' }, body: this.countingBody(source, repo, desc.digest) },
-        scopes,
-      );
-    } catch (err) {
-      // Whether the registry kept any of it is unknowable; the caller checks and starts over.
-      if (RegistryClient.retryable(err)) throw new UploadLost((err as Error).message);
-      throw err;
-    }
-    if (res.status === 201) {
-      await res.discard();
-      return this.checkCreated(res, desc.digest);
-    }
-    return this.uploadRefused(res, `upload of ${desc.digest}`);
-  }
-
-  private async putChunked(repo: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, scopes: readonly string[], session: string): Promise<void> {
-    let location = session;
-    let offset = 0;
-    let failures = 0;
-    let prefetch: { offset: number; data: Promise<Uint8Array> } | undefined;
-    const readAt = (o: number): Promise<Uint8Array> => {
-      const len = Math.min(this.chunkSize, desc.size - o);
-      const data = prefetch?.offset === o ? prefetch.data : source.read(o, len);
-      const next = o + len;
-      // Read the next chunk from disk while this one is on the wire.
-      prefetch = next < desc.size ? { offset: next, data: source.read(next, Math.min(this.chunkSize, desc.size - next)) } : undefined;
-      prefetch?.data.catch(() => {});
-      return data;
-    };
-    for (;;) {
-      try {
-        if (offset < desc.size) {
-          const data = await readAt(offset);
-          this.stats.blobBytesSent += data.length;
-          const res = await this.send(
-            {
-              method: 'PATCH',
-              url: location,
-              headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + data.length - 1}` },
-              body: data,
-            },
-            scopes,
-          );
-          if (res.status !== 202) return await this.uploadRefused(res, `upload of ${desc.digest} at ${offset}`);
-          await res.discard();
-          const loc = res.header('location');
-          if (loc) location = new URL(loc, res.url).toString();
-          const reported = res.header('range') !== undefined ? nextOffsetFromRange(res.header('range'), offset + data.length) : offset + data.length;
-          if (reported > desc.size) throw new UploadLost(`registry reports ${reported} bytes of a ${desc.size}-byte blob`);
-          offset = reported;
-          failures = 0;
-          this.emit({ type: 'blob-progress', op: 'push', repo, digest: desc.digest, size: desc.size, done: offset });
-        } else {
-          const res = await this.send({ method: 'PUT', url: withDigest(location, desc.digest), body: new Uint8Array(0) }, scopes);
-          if (res.status !== 201) return await this.uploadRefused(res, `completing upload of ${desc.digest}`);
-          await res.discard();
-          return this.checkCreated(res, desc.digest);
-        }
-      } catch (err) {
-        if (!RegistryClient.retryable(err)) throw err;
-        if (++failures >= this.policy.attempts) {
-          throw new OssifyError(`upload of ${desc.digest} to ${this.registry}/${repo}: gave up after ${failures} failures in a row at byte ${offset}: ${(err as Error).message}`, { cause: err });
-        }
-        await this.pause(`upload of ${desc.digest}`, failures, err);
-        // The request may have been applied even though its answer was lost: ask.
-        if (offset >= desc.size && (await this.statBlob(repo, desc.digest, scopes)) === desc.size) return;
-        const st = await this.retrying(`status of upload ${desc.digest}`, () => this.uploadStatus(location, scopes));
-        location = st.location;
-        offset = st.offset;
-        this.stats.uploadResumes++;
-      }
-    }
-  }
-
-  private async uploadStatus(location: string, scopes: readonly string[]): Promise<{ location: string; offset: number }> {
-    const res = await this.send({ method: 'GET', url: location }, scopes);
-    if (res.status === 204 || res.status === 200 || res.status === 202) {
-      await res.discard();
-      const loc = res.header('location');
-      return { location: loc ? new URL(loc, res.url).toString() : location, offset: nextOffsetFromRange(res.header('range')) };
-    }
-    return this.uploadRefused(res, 'upload status');
   }
 
   /** PUT a manifest or index under a digest or tag; the registry must agree on its digest. */
@@ -697,7 +433,7 @@ export class RegistryClient {
         if (delivered < desc.size) throw new TransportError(`blob ${desc.digest}: stream ended at ${delivered} of ${desc.size} bytes`, { retryable: true });
         break;
       } catch (err) {
-        if (!RegistryClient.retryable(err) || ++failures >= this.policy.attempts) throw err;
+        if (!isRetryable(err) || ++failures >= this.policy.attempts) throw err;
         await this.pause(`download of ${desc.digest}`, failures, err);
       }
     }

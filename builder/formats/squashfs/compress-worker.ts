@@ -1,5 +1,6 @@
-import { parentPort, workerData } from 'node:worker_threads';
+import { workerData } from 'node:worker_threads';
 import { createCompressor, type CompressorSpec } from './compress.ts';
+import { serveTasks } from '../../util/worker.ts';
 
 /**
  * Compression worker: receives raw blocks, returns them with their compressed form. The
@@ -8,11 +9,10 @@ import { createCompressor, type CompressorSpec } from './compress.ts';
  */
 const comp = await createCompressor(workerData as CompressorSpec);
 
-parentPort!.on('message', (msg: { id: number; raw: Uint8Array }) => {
-  let out = comp.compress(msg.raw);
+serveTasks((raw: Uint8Array) => {
+  let out = comp.compress(raw);
   if (out && (out.byteOffset !== 0 || out.byteLength !== out.buffer.byteLength)) out = out.slice();
-  const transfer: ArrayBuffer[] = [msg.raw.buffer as ArrayBuffer];
+  const transfer: ArrayBuffer[] = [raw.buffer as ArrayBuffer];
   if (out) transfer.push(out.buffer as ArrayBuffer);
-  parentPort!.postMessage({ id: msg.id, raw: msg.raw, out }, transfer);
+  return { reply: { raw, out }, transfer };
 });
-parentPort!.postMessage({ ready: true });

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import * as tarStream from 'tar-stream';
-import { bytesContent } from '../tree/content.ts';
-import { FileTree, normalizeTreePath, type Entry, type Meta } from '../tree/tree.ts';
+import { bytesContent } from './content.ts';
+import { FileTree, normalizeTreePath, type Entry, type Meta } from './tree.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 
 /**
