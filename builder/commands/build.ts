@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { openLock } from '../lock/lock.ts';
 import { loadProfile } from '../profile/load.ts';
 import { build } from '../pipeline.ts';
-import { defaultProgressMode } from '../steps.ts';
+import { defaultProgressMode } from '../steps/progress.ts';
 import { pushBuild } from '../oci/push.ts';
 import { progressReporter } from '../oci/progress.ts';
 // trust: --verify-reproducible, and the SBOM attached to a pushed image
@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 // fleet: the stage cache (--no-cache, --cache-from/--cache-to) and many profiles at once (--jobs, --matrix)
 import { RemoteStageCache } from '../cache/remote.ts';
-import { buildMatrix, failureExitCode, matrixProfiles, type MatrixBuild } from '../site/matrix.ts';
+import { buildMatrix, failureExitCode, matrixProfiles, type MatrixBuild } from '../matrix.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { OUTPUT_NAMES, type OutputName } from '../outputs/index.ts';
