@@ -323,6 +323,13 @@ describe('the stage runner', () => {
     await expect(runMini(cache, 'v1', calls, '', steps)).rejects.toThrow(/step other wrote other\.txt, which its declaration does not list in writes/);
   });
 
+  it('refuses to store a secret a step does not declare heavy', async () => {
+    const cache = StageCache.at(fresh('mini'));
+    const calls: string[] = [];
+    const steps = miniSteps(calls, miniInput()).map((s) => (s.name === 'make' ? { ...s, heavy: ['rootfs' as const] } : s));
+    await expect(runMini(cache, 'v1', calls, '', steps)).rejects.toThrow(/make: secureBoot looks like a secret; declare it heavy/);
+  });
+
   it('without a store runs everything', async () => {
     const calls: string[] = [];
     const r = await runMini(undefined, 'v1', calls, miniInput());

@@ -444,8 +444,9 @@ export class StageRun {
   /** JSON for the record; bytes and contents become blobs in the store. */
   private async serialize(v: unknown, what: string): Promise<unknown> {
     if (v === undefined) return { $undefined: true };
-    if (v === null || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return v;
+    if (v === null) return v;
     if (SECRET.test(what.split(': ').pop() ?? '')) throw new OssifyError(`stage cache: ${what} looks like a secret; declare it heavy`);
+    if (typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return v;
     if (v instanceof Uint8Array) {
       const out = await this.cache!.putBytes(v);
       return { $blob: out.sha256, size: out.size, type: 'bytes' };
