@@ -9,7 +9,7 @@ import { readIndex, readManifest } from '../builder/oci/layout.ts';
 import { pushBuild } from '../builder/oci/push.ts';
 import { build, type BuildOptions, type BuildResult } from '../builder/pipeline.ts';
 import { loadProfile } from '../builder/profile/load.ts';
-import { buildMatrix } from '../builder/site/matrix.ts';
+import { buildMatrix } from '../builder/matrix.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import type { BenchRow } from './types.ts';
 

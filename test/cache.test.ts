@@ -2,18 +2,19 @@ import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { dirIdentity } from '../builder/cache/identity.ts';
 import { builderIdentity, CACHE_FORMAT, stageKey } from '../builder/cache/key.ts';
 import { parseDuration, pruneCache, listCache } from '../builder/cache/prune.ts';
 import { hashFileFrom, hashPrefix, scanSparse, writeSparse } from '../builder/cache/sparse.ts';
-import { StageRun, type StageDef, type StageCtx } from '../builder/cache/stages.ts';
+import { dependencies, StageRun } from '../builder/cache/stages.ts';
 import { StageCache, type StageRecord } from '../builder/cache/store.ts';
 import type { LoadedProfile } from '../builder/profile/load.ts';
-import type { Step } from '../builder/steps.ts';
-import { bytesContent, readContent, type Content } from '../builder/tree/content.ts';
-import { FileTree } from '../builder/tree/tree.ts';
+import { STEPS, stepsFor } from '../builder/steps/index.ts';
+import { defineStep, type BuildCtx, type Step, type Values } from '../builder/steps/step.ts';
+import type { Input, Profile } from '../builder/profile/schema.ts';
+import { bytesContent, readContent } from '../builder/tree/content.ts';
 import { ossify } from './helpers/cli.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
 
@@ -152,125 +153,215 @@ describe('dir: inputs as keys see', () => {
   });
 });
 
-// A pipeline in miniature: the wrapper against steps made up here.
-interface MiniCtx extends StageCtx {
-  tree?: FileTree;
-  blob?: Uint8Array;
-  content?: Content;
-  info?: { count: number };
-  signingKey?: { secret: string };
-  seen?: string;
+// A pipeline in miniature: the runner against steps declared here, over the build's real value names.
+function miniCtx(work: string, version = 'v1'): BuildCtx {
+  // `version` stands for what a step reads: a profile key no step declares would enter every key.
+  const loaded = { file: '/x.yaml', profile: { name: 'mini', version, arch: 'x86_64' } as unknown as Profile, digest: 'sha256:0', epoch: 0, chain: [] } as LoadedProfile;
+  return { loaded, work, cacheDir: join(work, '..', 'inputs') };
 }
 
-function miniCtx(work: string, overlayText = 'v1'): MiniCtx {
-  const loaded = { file: '/x.yaml', profile: { name: 'mini', version: '1', arch: 'x86_64', overlayText } as unknown as LoadedProfile['profile'], digest: 'sha256:0', epoch: 0, chain: [] } as LoadedProfile;
-  return { loaded, work, cacheDir: join(work, '..', 'inputs'), sources: [] };
-}
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-const MINI: Record<string, StageDef> = {
-  make: { version: 1, deps: [], slice: ['overlayText'] },
-  use: { version: 1, deps: ['make'], slice: [] },
-};
-
-function miniSteps(calls: string[]): Step<MiniCtx>[] {
+function miniSteps(calls: string[], input: string): Step[] {
   return [
-    {
+    defineStep({
       name: 'make',
-      async run(ctx) {
+      version: 1,
+      reads: ['version'],
+      needs: [],
+      makes: ['rootfs', 'initramfs', 'busybox', 'partitions', 'secureBoot'],
+      heavy: ['rootfs', 'secureBoot'],
+      writes: ['made.txt'],
+      fetches: true,
+      async run(_, env) {
         calls.push('make');
-        const text = (ctx.loaded.profile as unknown as { overlayText: string }).overlayText;
-        ctx.tree = new FileTree();
-        ctx.blob = new TextEncoder().encode(`blob ${text}`);
-        ctx.content = bytesContent(new TextEncoder().encode(`content ${text}`));
-        ctx.info = { count: text.length };
-        ctx.signingKey = { secret: 'never cached' };
-        ctx.sources.push({ kind: 'dir', name: text });
-        await writeFile(join(ctx.work, 'made.txt'), text);
+        const t = env.profile.version;
+        const rootfs = await env.fetch({ dir: input, target: '/' } as Input);
+        await writeFile(join(env.work, 'made.txt'), t);
+        return {
+          rootfs,
+          initramfs: new TextEncoder().encode(`blob ${t}`),
+          busybox: bytesContent(new TextEncoder().encode(`content ${t}`)),
+          partitions: [{ label: t, typeGuid: 'T', guid: 'G', offset: t.length, size: 0 }],
+          secureBoot: { secret: 'never cached' } as unknown as Values['secureBoot'],
+        };
       },
-    },
-    {
-      name: 'extra',
-      async run(ctx) {
-        calls.push('extra');
-        await writeFile(join(ctx.work, 'extra.txt'), `extra of ${(await readFile(join(ctx.work, 'made.txt'))).toString()}`);
+    }),
+    // Changes a value an earlier step made: later steps must see it changed, also after hits.
+    defineStep({
+      name: 'grow',
+      version: 1,
+      reads: [],
+      needs: ['rootfs'],
+      makes: ['rootfs'],
+      heavy: ['rootfs'],
+      async run({ rootfs }) {
+        calls.push('grow');
+        rootfs.set('grown', { type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, content: bytesContent(new Uint8Array(1)) });
+        return { rootfs };
       },
-    },
-    {
+    }),
+    defineStep({
+      name: 'stamp',
+      version: 1,
+      reads: [],
+      needs: [],
+      readsFiles: ['made.txt'],
+      makes: [],
+      writes: ['extra.txt'],
+      async run(_, env) {
+        calls.push('stamp');
+        await writeFile(join(env.work, 'extra.txt'), `extra of ${(await readFile(join(env.work, 'made.txt'))).toString()}`);
+        return {};
+      },
+    }),
+    defineStep({
       name: 'use',
-      async run(ctx) {
+      version: 1,
+      reads: [],
+      needs: ['rootfs', 'initramfs', 'busybox', 'partitions'],
+      makes: ['kernelVersion'],
+      writes: ['used.txt'],
+      async run({ rootfs, initramfs, busybox, partitions }, env) {
         calls.push('use');
-        // Reads the heavy tree (only a real run of `make` has it) and the stored values.
-        ctx.seen = `${ctx.tree!.size} ${new TextDecoder().decode(ctx.blob)} ${new TextDecoder().decode(await readContent(ctx.content!))} ${ctx.info!.count}`;
-        await writeFile(join(ctx.work, 'used.txt'), ctx.seen);
+        // Reads the heavy tree (only a real run of `make` and `grow` has it) and the stored values.
+        const seen = `${rootfs.size} ${rootfs.get('grown') ? 'grown' : 'not grown'} ${text(initramfs)} ${text(await readContent(busybox))} ${partitions[0]!.offset}`;
+        await writeFile(join(env.work, 'used.txt'), seen);
+        return { kernelVersion: seen };
       },
-    },
+    }),
+    defineStep({
+      name: 'other',
+      version: 1,
+      reads: [],
+      needs: [],
+      makes: [],
+      writes: ['other.txt'],
+      async run(_, env) {
+        calls.push('other');
+        await writeFile(join(env.work, 'other.txt'), 'the same every time');
+        return {};
+      },
+    }),
   ];
 }
 
-async function runMini(cache: StageCache | undefined, overlayText: string, calls: string[]) {
+const miniInput = () => {
+  const d = fresh('input');
+  writeFileSync(join(d, 'a'), 'a file');
+  return d;
+};
+
+async function runMini(cache: StageCache | undefined, version: string, calls: string[], input: string, steps = miniSteps(calls, input)) {
   const work = fresh('work');
-  const ctx = miniCtx(work, overlayText);
-  const identify = async (c: StageCtx) => ({ profile: c.loaded.profile as unknown as Record<string, unknown>, baseDigest: c.loaded.digest });
-  const run = new StageRun(ctx, { ...(cache ? { cache } : {}), stages: MINI, identify });
-  for (const s of run.wrap(miniSteps(calls))) await s.run(ctx, () => {});
-  return { ctx, run, work };
+  const identify = async (c: BuildCtx) => ({ profile: c.loaded.profile as unknown as Record<string, unknown>, baseDigest: c.loaded.digest });
+  const run = new StageRun(miniCtx(work, version), steps, { ...(cache ? { cache } : {}), identify });
+  for (const t of run.tasks()) await t.run(() => {});
+  return { run, work };
 }
 
-describe('the stage wrapper', () => {
+describe('the stage runner', () => {
   it('restores files, bytes, contents and plain values on a hit; never stores secrets', async () => {
     const cache = StageCache.at(fresh('mini'));
+    const input = miniInput();
     const calls: string[] = [];
-    const a = await runMini(cache, 'v1', calls);
-    expect(a.run.status).toEqual({ make: 'miss', extra: 'run', use: 'miss' });
-    expect(calls).toEqual(['make', 'extra', 'use']);
+    const a = await runMini(cache, 'v1', calls, input);
+    expect(a.run.status).toEqual({ make: 'miss', grow: 'miss', stamp: 'miss', use: 'miss', other: 'miss' });
+    expect(calls).toEqual(['make', 'grow', 'stamp', 'use', 'other']);
     const rec = a.run.record('make')!;
     expect(JSON.stringify(rec)).not.toContain('never cached');
-    expect((rec as StageRecord & { heavy: string[] }).heavy).toEqual(['signingKey', 'tree']);
+    expect((rec as StageRecord & { heavy: string[] }).heavy).toEqual(['rootfs', 'secureBoot']);
 
     calls.length = 0;
-    const b = await runMini(cache, 'v1', calls);
-    // `extra` is not a known stage: it always runs. Nothing else does.
-    expect(calls).toEqual(['extra']);
-    expect(b.run.status).toEqual({ make: 'hit', extra: 'run', use: 'hit' });
-    expect(readFileSync(join(b.work, 'used.txt'), 'utf8')).toBe(a.ctx.seen);
-    expect(new TextDecoder().decode(b.ctx.blob)).toBe('blob v1');
-    expect(new TextDecoder().decode(await readContent(b.ctx.content!))).toBe('content v1');
-    expect(b.ctx.info).toEqual({ count: 2 });
-    expect(b.ctx.tree).toBeUndefined();
-    expect(b.ctx.signingKey).toBeUndefined();
-    expect(b.ctx.sources).toEqual([{ kind: 'dir', name: 'v1' }]);
+    const b = await runMini(cache, 'v1', calls, input);
+    expect(calls).toEqual([]);
+    expect(b.run.status).toEqual({ make: 'hit', grow: 'hit', stamp: 'hit', use: 'hit', other: 'hit' });
+    expect(readFileSync(join(b.work, 'used.txt'), 'utf8')).toBe(a.run.value('kernelVersion'));
+    expect(b.run.value('kernelVersion')).toBe(a.run.value('kernelVersion'));
+    expect(text(b.run.made('initramfs'))).toBe('blob v1');
+    expect(text(await readContent(b.run.made('busybox')))).toBe('content v1');
+    expect(b.run.value('partitions')).toEqual([{ label: 'v1', typeGuid: 'T', guid: 'G', offset: 2, size: 0 }]);
+    expect(b.run.value('rootfs')).toBeUndefined();
+    expect(b.run.value('secureBoot')).toBeUndefined();
+    expect(b.run.sources()).toEqual(a.run.sources());
+    expect(b.run.sources()).toEqual([{ kind: 'dir', name: basename(input) }]);
     expect((await b.run.digestOf('made.txt'))?.sha256).toBe(sha('v1'));
   });
 
-  it('runs a hit stage for real when a later miss needs what it could not store', async () => {
+  it('makes what a later miss needs and a hit could not store, once, before the step runs, in the state the last step left it', async () => {
     const cache = StageCache.at(fresh('mini'));
-    await runMini(cache, 'v1', []);
-    // Drop only the consumer's record: `make` hits (no tree), `use` misses and needs the tree.
+    const input = miniInput();
+    const first = await runMini(cache, 'v1', [], input);
+    // Drop only the consumer's record: `make` and `grow` hit (no tree), `use` misses and needs the grown tree.
     for (const { path, record: r } of await cache.list()) if (r.step === 'use') rmSync(path);
     const calls: string[] = [];
-    const c = await runMini(cache, 'v1', calls);
-    expect(c.run.status.make).toBe('hit');
-    expect(c.run.status.use).toBe('miss');
-    expect(calls).toEqual(['extra', 'use', 'make', 'use']);
-    expect(c.ctx.seen).toBe('1 blob v1 content v1 2');
-    // The tree it made belongs to `make`, not to `use`'s record.
-    expect(Object.keys(c.run.record('use')!.values)).toEqual(['seen']);
+    const c = await runMini(cache, 'v1', calls, input);
+    expect(c.run.status).toMatchObject({ make: 'hit', grow: 'hit', use: 'miss' });
+    expect(calls).toEqual(['make', 'grow', 'use']);
+    expect(c.run.value('kernelVersion')).toBe(first.run.value('kernelVersion'));
+    expect(c.run.value('kernelVersion')).toMatch(/ grown /);
+    // What it made on demand belongs to `make` and `grow`, not to `use`'s record.
+    expect(Object.keys(c.run.record('use')!.values)).toEqual(['kernelVersion']);
+    expect(Object.keys(c.run.record('use')!.files)).toEqual(['used.txt']);
   });
 
-  it('keys later stages on what an unknown step wrote', async () => {
+  it('keys a step on what its declaration reads: the profile slice, and the steps that made its values and files', async () => {
     const cache = StageCache.at(fresh('mini'));
-    await runMini(cache, 'v1', []);
-    const changed = await runMini(cache, 'v2', []);
-    expect(changed.run.status).toEqual({ make: 'miss', extra: 'run', use: 'miss' });
-    const back = await runMini(cache, 'v1', []);
-    expect(back.run.status).toEqual({ make: 'hit', extra: 'run', use: 'hit' });
+    const input = miniInput();
+    await runMini(cache, 'v1', [], input);
+    const changed = await runMini(cache, 'v2', [], input);
+    // `stamp` reads the file `make` wrote, `use` its values; `other` reads nothing that changed.
+    expect(changed.run.status).toEqual({ make: 'miss', grow: 'miss', stamp: 'miss', use: 'miss', other: 'hit' });
+    const back = await runMini(cache, 'v1', [], input);
+    expect(Object.values(back.run.status).every((s) => s === 'hit')).toBe(true);
+  });
+
+  it('refuses a step that writes a file its declaration does not list', async () => {
+    const cache = StageCache.at(fresh('mini'));
+    const calls: string[] = [];
+    const steps = miniSteps(calls, miniInput()).map((s) => (s.name === 'other' ? { ...s, writes: [] } : s));
+    await expect(runMini(cache, 'v1', calls, '', steps)).rejects.toThrow(/step other wrote other\.txt, which its declaration does not list in writes/);
+  });
+
+  it('refuses to store a secret a step does not declare heavy', async () => {
+    const cache = StageCache.at(fresh('mini'));
+    const calls: string[] = [];
+    const steps = miniSteps(calls, miniInput()).map((s) => (s.name === 'make' ? { ...s, heavy: ['rootfs' as const] } : s));
+    await expect(runMini(cache, 'v1', calls, '', steps)).rejects.toThrow(/make: secureBoot looks like a secret; declare it heavy/);
   });
 
   it('without a store runs everything', async () => {
     const calls: string[] = [];
-    const r = await runMini(undefined, 'v1', calls);
-    expect(calls).toEqual(['make', 'extra', 'use']);
-    expect(r.run.status).toEqual({ make: 'off', extra: 'run', use: 'off' });
+    const r = await runMini(undefined, 'v1', calls, miniInput());
+    expect(calls).toEqual(['make', 'grow', 'stamp', 'use', 'other']);
+    expect(Object.values(r.run.status).every((s) => s === 'off')).toBe(true);
+  });
+});
+
+describe('the build steps', () => {
+  it('derive each key\'s upstream stages from what they take (as the stage table before them listed)', () => {
+    const deps = Object.fromEntries(STEPS.map((s) => [s.name, dependencies(STEPS, s)]));
+    expect(deps).toEqual({
+      'kernel input': [],
+      'boot inputs': [],
+      initramfs: ['boot inputs', 'kernel input'],
+      'rootfs tree': [],
+      sbom: ['rootfs tree'],
+      squashfs: ['sbom'],
+      verity: ['squashfs'],
+      kernel: ['kernel input'],
+      uki: ['boot inputs', 'initramfs', 'kernel input', 'verity'],
+      disk: ['boot inputs', 'initramfs', 'kernel', 'squashfs', 'uki', 'verity'],
+      site: [],
+      'site seed': ['disk', 'site'],
+    });
+  });
+
+  it('have one name each, and apply by the profile', () => {
+    expect(new Set(STEPS.map((s) => s.name)).size).toBe(STEPS.length);
+    const p = (over: Record<string, unknown>) => ({ rootfs: { verity: false }, boot: { entries: 'type1' }, ...over }) as unknown as Profile;
+    expect(stepsFor(p({})).map((s) => s.name)).toEqual(['kernel input', 'boot inputs', 'initramfs', 'rootfs tree', 'sbom', 'squashfs', 'kernel', 'disk']);
+    expect(stepsFor(p({ rootfs: { verity: true }, boot: { entries: 'uki' }, site: { name: 's' } })).map((s) => s.name)).toEqual(STEPS.map((s) => s.name));
   });
 });
 

@@ -14,7 +14,7 @@ import { openDisk } from '../builder/installer/disk.ts';
 import { probeLayout } from '../builder/installer/layout.ts';
 import { build, type BuildResult } from '../builder/pipeline.ts';
 import { loadProfile } from '../builder/profile/load.ts';
-import { buildMatrix, type MatrixBuild } from '../builder/site/matrix.ts';
+import { buildMatrix, type MatrixBuild } from '../builder/matrix.ts';
 import { ossify, PROJECT_ROOT } from './helpers/cli.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';
 import { startRegistry, type RegistryHandle } from './helpers/registry.ts';

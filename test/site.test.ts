@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadProfile } from '../builder/profile/load.ts';
 import { profileJsonSchemaText } from '../builder/profile/schema.ts';
-import { bounded, matrixProfiles } from '../builder/site/matrix.ts';
+import { bounded, matrixProfiles } from '../builder/matrix.ts';
 import { siteFileText, siteTar, siteTree } from '../builder/site/data.ts';
 import { ossify, PROJECT_ROOT } from './helpers/cli.ts';
 import { requireTool, runOk } from './helpers/oracle.ts';

@@ -5,7 +5,7 @@ import { blobPath } from '../oci/layout.ts';
 import { readContent, type Content } from '../tree/content.ts';
 import { sha256Hex } from '../util/hash.ts';
 import { builderIdentity, CACHE_FORMAT, stageKey } from './key.ts';
-import { outputDigest, type StageCtx, type StageRun } from './stages.ts';
+import { outputDigest, type StageRun } from './stages.ts';
 import type { StageCache, StageRecord } from './store.ts';
 
 /**
@@ -26,7 +26,7 @@ const STEP_VERSION = 1;
 export class StageLayerCache implements LayerCache {
   constructor(
     private readonly cache: StageCache,
-    private readonly run?: StageRun<StageCtx>,
+    private readonly run?: StageRun,
   ) {}
 
   private key(layerKey: string): string {
@@ -69,16 +69,16 @@ async function listFiles(root: string, rel = ''): Promise<string[]> {
  * Restores the installer image of `work` from the cache, or makes it with `produce` (given a
  * layer cache) and stores it. Without a cache, just `produce()`.
  */
-export async function cachedInstallerImage<C extends StageCtx>(
-  run: StageRun<C>,
+export async function cachedInstallerImage(
+  run: StageRun,
   busybox: Content,
   epoch: number,
   produce: (layerCache?: LayerCache) => Promise<InstallerImage>,
 ): Promise<InstallerImage> {
   const cache = run.cache;
-  if (!cache || run.opaqueReason) {
+  if (!cache) {
     run.status[INSTALLER_STAGE] = 'off';
-    return produce(cache ? new StageLayerCache(cache, run as unknown as StageRun<StageCtx>) : undefined);
+    return produce(cache ? new StageLayerCache(cache, run) : undefined);
   }
   const work = run.ctx.work;
   const key = stageKey({
@@ -117,7 +117,7 @@ export async function cachedInstallerImage<C extends StageCtx>(
       run.status[INSTALLER_STAGE] = 'hit';
       return restore(again);
     }
-    const image = await produce(new StageLayerCache(cache, run as unknown as StageRun<StageCtx>));
+    const image = await produce(new StageLayerCache(cache, run));
     const files: StageRecord['files'] = {};
     for (const rel of await listFiles(layoutDir)) {
       const name = `oci/${rel}`;

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { openLock } from '../lock/lock.ts';
 import { loadProfile } from '../profile/load.ts';
 import { build } from '../pipeline.ts';
-import { defaultProgressMode } from '../steps.ts';
+import { defaultProgressMode } from '../steps/progress.ts';
 import { progressReporter } from '../oci/progress.ts';
 // trust: --verify-reproducible, and the SBOM attached to a pushed image
 import { verifyReproducible } from '../reproducible.ts';
@@ -11,7 +11,7 @@ import { parseReference } from '../oci/reference.ts';
 import { join } from 'node:path';
 // fleet: the stage cache (--no-cache, --cache-from/--cache-to) and many profiles at once (--jobs, --matrix)
 import { closeRemoteCaches, openRemoteCaches, type RemoteCaches } from '../cache/remote.ts';
-import { buildMatrix, failureExitCode, matrixProfiles, matrixPushTag, type MatrixBuild } from '../site/matrix.ts';
+import { buildMatrix, failureExitCode, matrixProfiles, matrixPushTag, type MatrixBuild } from '../matrix.ts';
 import type { LoadedProfile } from '../profile/load.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { OUTPUT_NAMES, type OutputName } from '../outputs/index.ts';

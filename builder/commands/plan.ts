@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { githubMatrix, k8sJobs, makePlan, planJson, type JobSettings } from '../plan/plan.ts';
-import { matrixProfiles } from '../site/matrix.ts';
+import { matrixProfiles } from '../matrix.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { InputError } from '../util/errors.ts';
 

@@ -1,11 +1,11 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { openLock } from '../lock/lock.ts';
-import { loadProfile, type LoadedProfile } from '../profile/load.ts';
-import type { Profile } from '../profile/schema.ts';
-import { build, outputDirFor, type BuildOptions, type BuildResult } from '../pipeline.ts';
-import { InputError, OssifyError } from '../util/errors.ts';
+import { openLock } from './lock/lock.ts';
+import { loadProfile, type LoadedProfile } from './profile/load.ts';
+import type { Profile } from './profile/schema.ts';
+import { build, outputDirFor, type BuildOptions, type BuildResult } from './pipeline.ts';
+import { InputError, OssifyError } from './util/errors.ts';
 
 /**
  * Many profiles in one process (`ossify build a.yaml b.yaml …`, `--matrix`): every build

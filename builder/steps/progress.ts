@@ -1,12 +1,12 @@
 import { Listr } from 'listr2';
 
 /**
- * The build is a flat list of named steps over one context object. The runner shows them
- * with listr2 on a TTY and as plain lines otherwise (CI logs), and records each step's time.
+ * Shows the build's steps as they run, with listr2 on a TTY and as plain lines otherwise (CI
+ * logs), and records each step's time.
  */
-export interface Step<C> {
+export interface ProgressTask {
   name: string;
-  run(ctx: C, log: (line: string) => void): Promise<void>;
+  run(log: (line: string) => void): Promise<void>;
 }
 
 export interface StepReport {
@@ -19,11 +19,11 @@ export function defaultProgressMode(): ProgressMode {
   return process.stderr.isTTY && !process.env.CI ? 'tty' : 'plain';
 }
 
-export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: ProgressMode): Promise<StepReport> {
+export async function runSteps(steps: readonly ProgressTask[], mode: ProgressMode): Promise<StepReport> {
   const timings: Record<string, number> = {};
-  const timed = async (s: Step<C>, log: (line: string) => void) => {
+  const timed = async (s: ProgressTask, log: (line: string) => void) => {
     const t0 = performance.now();
-    await s.run(ctx, log);
+    await s.run(log);
     timings[s.name] = Math.round(performance.now() - t0);
   };
   if (mode === 'tty') {

@@ -1,0 +1,18 @@
+import { join } from 'node:path';
+import { readContent } from '../tree/content.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { defineStep } from './step.ts';
+
+/** The kernel image beside the other artifacts. */
+export const kernel = defineStep({
+  name: 'kernel',
+  version: 1,
+  reads: [],
+  needs: ['vmlinuz'],
+  makes: [],
+  writes: ['vmlinuz'],
+  async run({ vmlinuz }, env) {
+    await writeFileAtomic(join(env.work, 'vmlinuz'), await readContent(vmlinuz));
+    return {};
+  },
+});
