@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Content } from '../../tree/content.ts';
 import { isSyncReadable } from '../../tree/from-host.ts';
 import { OssifyError } from '../../util/errors.ts';
+import { concatBytes } from '../../util/bytes.ts';
 import { DATA_UNCOMPRESSED, NO_FRAGMENT } from './constants.ts';
 import type { ImageOutput } from './output.ts';
 import type { BlockCompressor } from './pool.ts';
@@ -104,14 +105,7 @@ export class DataWriter {
     if (total !== content.size) {
       throw new OssifyError(`${what} (${content.origin}) changed while being read: expected ${content.size} bytes, got ${total > content.size ? 'more' : total}`);
     }
-    if (parts.length === 1) return parts[0]!;
-    const out = new Uint8Array(total);
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return parts.length === 1 ? parts[0]! : concatBytes(parts);
   }
 
   async writeFile(content: Content, what: string, preread?: Promise<Uint8Array>): Promise<FileData> {
