@@ -141,6 +141,16 @@ describe('install', () => {
     // A reinstalled machine starts with no site data and an empty /var (rootfs.os.var: state makes it anew).
     expect((await readRange(used, state.offset, 2 * MiB)).every((b) => b === 0)).toBe(true);
     expect((await readRange(used, state.offset + 2 * MiB, 4096)).some((b) => b !== 0)).toBe(true);
+    expect((await diskStatus(used)).var).toBeUndefined();
+    // What the first boot of a rootfs.os.var: state image makes there (the initramfs runs mke2fs on a dm-linear map).
+    needTool('mke2fs', 'e2fsprogs');
+    const fsBytes = state.size - MiB;
+    const r = run('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-L', 'ossify-var', '-E', `offset=${state.offset + MiB}`, used, String(fsBytes / 4096)]);
+    expect(r.code, r.stderr).toBe(0);
+    const s = await diskStatus(used);
+    expect(s.var).toMatchObject({ filesystem: 'ext4', size: fsBytes, label: 'ossify-var' });
+    expect(s.site).toEqual({ state: 'empty' });
+    expect((await ossify(['status', '--disk', used])).stdout).toMatch(/^var: {5}ext4 on STATE, \d+ MiB, label ossify-var$/m);
   });
 
   it('lays out a bigger disk with the rest going to STATE', async () => {
