@@ -130,6 +130,29 @@ describe('install', () => {
     expect(sha(readFileSync(blank))).toBe(sha(readFileSync(fresh)));
   });
 
+  it('on a disk full of old bytes, clears STATE\'s seed area and the head of the /var file system behind it', async () => {
+    const fresh = await installFresh('fresh-noise', v1);
+    const used = join(work.path, 'used.raw');
+    // 8 MiB more than the release's disk: STATE grows to fill it.
+    writeFileSync(used, noise(readFileSync(fresh).length + 8 * MiB, 77));
+    await install({ disk: used, source: await openReleaseDir(v1), cacheDir: work.path, systemdBoot: sdboot, cmdline: CMDLINE, force: true });
+    const state = (await diskStatus(used)).partitions.find((p) => p.label === 'STATE')!;
+    expect(state.size).toBeGreaterThan(8 * MiB);
+    // A reinstalled machine starts with no site data and an empty /var (rootfs.os.var: state makes it anew).
+    expect((await readRange(used, state.offset, 2 * MiB)).every((b) => b === 0)).toBe(true);
+    expect((await readRange(used, state.offset + 2 * MiB, 4096)).some((b) => b !== 0)).toBe(true);
+    expect((await diskStatus(used)).var).toBeUndefined();
+    // What the first boot of a rootfs.os.var: state image makes there (the initramfs runs mke2fs on a dm-linear map).
+    needTool('mke2fs', 'e2fsprogs');
+    const fsBytes = state.size - MiB;
+    const r = run('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-L', 'ossify-var', '-E', `offset=${state.offset + MiB}`, used, String(fsBytes / 4096)]);
+    expect(r.code, r.stderr).toBe(0);
+    const s = await diskStatus(used);
+    expect(s.var).toMatchObject({ filesystem: 'ext4', size: fsBytes, label: 'ossify-var' });
+    expect(s.site).toEqual({ state: 'empty' });
+    expect((await ossify(['status', '--disk', used])).stdout).toMatch(/^var: {5}ext4 on STATE, \d+ MiB, label ossify-var$/m);
+  });
+
   it('lays out a bigger disk with the rest going to STATE', async () => {
     const disk = join(work.path, 'sized.raw');
     const r = await ossify(['install', '--from', v1, '--disk', disk, '--size', '64M', '--systemd-boot', sdboot, '--cmdline', CMDLINE, '--json']);

@@ -102,7 +102,8 @@ describe('rootfs.os: what ossify adds to a full OS', () => {
       ].sort(),
     );
     expect(await text(t, 'etc/machine-id')).toBe('');
-    expect(await text(t, ROOTFS_ENV)).toMatch(/^OSSIFY_ETC=overlay\nOSSIFY_VAR=tmpfs\n$/m);
+    // /var on STATE starts behind the 1 MiB seed area.
+    expect(await text(t, ROOTFS_ENV)).toMatch(/^OSSIFY_ETC=overlay\nOSSIFY_VAR=state\nOSSIFY_VAR_OFFSET=1048576\n$/m);
     const health = await text(t, 'usr/lib/systemd/system/ossify-health.service');
     expect(health).toMatch(/^Wants=containerd\.service$/m);
     expect(health).toMatch(/^After=containerd\.service$/m);
@@ -136,6 +137,30 @@ describe('rootfs.os: what ossify adds to a full OS', () => {
     const r = Profile.safeParse({ name: 'x', version: '1', kernel: { input: { deb: 'k' } }, initramfs: { busybox: { deb: 'b' } }, rootfs: { inputs: [{ deb: 'b' }] }, boot: { health: ['containerd.service'] } });
     expect(r.success).toBe(false);
     expect(JSON.stringify(r.error?.issues)).toMatch(/rootfs\.os\.init: systemd/);
+  });
+
+  it('rootfs.os.var: state without device-mapper, dmsetup, mke2fs or room on STATE is refused at file:line:column with the fix', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ossify-var-state-'));
+    try {
+      const profile = join(dir, 'p.yaml');
+      await writeFile(
+        profile,
+        `extends: ${EXAMPLE}\nkernel:\n  modules: [squashfs, virtio_blk]\ninitramfs:\n  programs:\n    - path: sbin/e2fsck\n      from: { deb: e2fsprogs }\nrootfs:\n  verity: false\ndisk:\n  state: 8MiB\n`,
+      );
+      const r = await ossify(['build', profile, '--out', join(dir, 'out')]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toContain(`${profile}:3:12: invalid value a list at kernel.modules`);
+      expect(r.stderr).toContain('hint: kernel.modules must be a list that loads device-mapper (dm_mod, or dm_verity, which needs it) for rootfs.os.var: state');
+      expect(r.stderr).toContain(`${profile}:6:5: invalid value a list at initramfs.programs`);
+      expect(r.stderr).toContain(
+        'hint: initramfs.programs must be a list with { path: sbin/dmsetup, from: { deb: dmsetup, depends: true } } and { path: sbin/mke2fs, from: { deb: e2fsprogs, depends: true } } for rootfs.os.var: state',
+      );
+      expect(r.stderr).toContain(`${profile}:11:10: invalid value "8MiB" at disk.state`);
+      expect(r.stderr).toContain('hint: disk.state must be at least 16MiB for rootfs.os.var: state');
+      expect(existsSync(join(dir, 'out'))).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('site data for a systemd OS also carries a systemd-networkd .network file', async () => {

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { access, open } from 'node:fs/promises';
 import { archInfo } from '../arch.ts';
 import { runDisk, type RunOptions } from '../run/qemu.ts';
@@ -33,8 +33,9 @@ export function registerRunCommand(program: Command): void {
     .option('--disk <file...>', 'attach further disks (any format run boots; with an ISO: the first is the install target and boots first once installed)')
     .option('--secure-boot', 'boot with the Secure Boot OVMF build (enforced once keys are enrolled; a fresh VM starts in setup mode, where systemd-boot enrols the image\'s loader/keys/auto keys and resets)')
     .option('--vars <file>', 'start from these OVMF variables (e.g. with keys already enrolled) instead of a blank store')
+    .addOption(new Option('--net <mode>', 'a virtio network card on QEMU\'s user-mode network (DHCP): user reaches what the host reaches, isolated only QEMU itself (default: no network card)').choices(['user', 'isolated']))
     .option('--json', 'print the result as JSON instead of the console')
-    .action(async (disk: string, o: { arch?: string; expect?: string; timeout: string; kvm?: boolean; memory: string; snapshot?: boolean; reboot: boolean; disk?: string[]; json?: boolean; secureBoot?: boolean; vars?: string }) => {
+    .action(async (disk: string, o: { arch?: string; expect?: string; timeout: string; kvm?: boolean; memory: string; snapshot?: boolean; reboot: boolean; disk?: string[]; json?: boolean; secureBoot?: boolean; vars?: string; net?: 'user' | 'isolated' }) => {
       await access(disk).catch(() => {
         throw new InputError(`disk image ${disk} does not exist`);
       });
@@ -66,6 +67,7 @@ export function registerRunCommand(program: Command): void {
       if (o.arch !== undefined) opts.arch = archInfo(o.arch).uname;
       if (o.kvm) opts.kvm = true;
       if (o.snapshot) opts.snapshot = true;
+      if (o.net) opts.net = o.net;
       if (o.secureBoot) opts.secureBoot = true;
       if (o.vars !== undefined) {
         await access(o.vars).catch(() => {

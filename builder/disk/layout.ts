@@ -22,6 +22,16 @@ export interface DiskLayout {
 export const MiB = 1 << 20;
 
 /**
+ * STATE's first MiB is the seed area (docs/fleet.md): a site seed never grows past it, it must
+ * be zeros for STATE to count as empty, and a full OS's persistent /var (rootfs.os.var: state)
+ * is the file system right behind it, so writing a seed never touches /var and /var never
+ * hides a seed.
+ */
+export const STATE_SEED_AREA = MiB;
+/** The smallest STATE a persistent /var is made on: the seed area and a 15 MiB ext4 with its journal. */
+export const VAR_STATE_MIN = STATE_SEED_AREA + 15 * MiB;
+
+/**
  * The A/B layout: ESP, ROOT-A, ROOT-B (typed for the architecture), STATE. GUIDs are derived from the profile digest and
  * the label, so the same profile always yields the same disk identity.
  */

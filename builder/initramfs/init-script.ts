@@ -96,6 +96,20 @@ case $wait in
 '' | *[!0-9]*) fail "ossify.rootwait=$wait is not a whole number of seconds" ;;
 esac
 
+# The first of the named programs (from initramfs.programs) in the usual directories, in $found_tool.
+tool() {
+	found_tool=
+	for t in "$@"; do
+		for d in /sbin /usr/sbin /bin /usr/bin; do
+			if [ -x "$d/$t" ]; then
+				found_tool=$d/$t
+				return 0
+			fi
+		done
+	done
+	return 1
+}
+
 # Partitions appear asynchronously as their drivers probe: look until rootwait runs out.
 find_root() {
 	want=\${1:-$root}
@@ -155,12 +169,7 @@ if [ -n "$verity" ]; then
 	[ $((vhashoffset % 4096)) -eq 0 ] || fail "ossify.verity.hashoffset=$vhashoffset is not a multiple of 4096"
 	[ "$vhashoffset" -ge $((vblocks * 4096)) ] || fail "ossify.verity.hashoffset=$vhashoffset lies inside the $vblocks data blocks"
 	mapper=
-	for p in /sbin/dmsetup /usr/sbin/dmsetup /bin/dmsetup /usr/bin/dmsetup /sbin/veritysetup /usr/sbin/veritysetup /bin/veritysetup /usr/bin/veritysetup; do
-		if [ -x "$p" ]; then
-			mapper=$p
-			break
-		fi
-	done
+	tool dmsetup veritysetup && mapper=$found_tool
 	[ -n "$mapper" ] || fail "ossify.verity= is set but this initramfs has no dmsetup (add it to initramfs.programs)"
 	if [ "\${mapper##*/}" = dmsetup ]; then
 		set -- create root --readonly --table "0 $((vblocks * 8)) verity 1 $dev $dev 4096 4096 $vblocks $((vhashoffset / 4096 + 1)) sha256 $verity $vsalt 1 restart_on_corruption"
@@ -185,15 +194,18 @@ for d in dev proc sys; do
 done
 
 # A full OS root (rootfs.os) names the writable mounts it needs in rootfs.env: tmpfs /run and
-# /tmp, the image's /etc and /var under tmpfs overlays; then the site seed goes into /etc.
+# /tmp, the image's /etc under a tmpfs overlay, /var under one or on STATE; then the site seed
+# goes into /etc.
 osenv=/newroot/usr/lib/ossify/rootfs.env
 if [ -r "$osenv" ]; then
 	etc=
 	var=
+	varoffset=
 	while IFS='=' read -r k v; do
 		case $k in
 		OSSIFY_ETC) etc=$v ;;
 		OSSIFY_VAR) var=$v ;;
+		OSSIFY_VAR_OFFSET) varoffset=$v ;;
 		esac
 	done < "$osenv"
 	$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /newroot/run || fail "cannot mount a tmpfs on /run"
@@ -204,6 +216,47 @@ if [ -r "$osenv" ]; then
 		err=$($bb mount -t overlay -o lowerdir=/newroot/$1,upperdir=$rw/upper,workdir=$rw/work overlay /newroot/$1 2>&1) ||
 			fail "cannot mount an overlay on /$1 (is the overlay module in kernel.modules?): \${err##*: }"
 	}
+	# rootfs.os.var: state: /var is the ext4 file system behind STATE's seed area, mapped with
+	# dm-linear. The first boot makes it and fills it from the image's /var; from then on every
+	# boot, upgrade and rollback mounts it as it is (the image's /var seeds it once, as in bootc).
+	var_on_state() {
+		find_root STATE
+		[ "$matches" -eq 1 ] || fail "rootfs.os.var is state, but $matches partitions are labelled STATE"
+		sdev=\${found# }
+		case $varoffset in
+		'' | *[!0-9]*) fail "rootfs.env: OSSIFY_VAR_OFFSET=$varoffset is not a byte offset" ;;
+		esac
+		read -r ssize < "/sys/class/block/\${sdev#/dev/}/size" || fail "cannot read the size of STATE ($sdev)"
+		skip=$((varoffset / 512))
+		[ "$ssize" -gt "$skip" ] || fail "STATE ($sdev) has no room for /var behind its seed area"
+		tool dmsetup || fail "rootfs.os.var is state, but this initramfs has no dmsetup (add it to initramfs.programs)"
+		err=$(DM_DISABLE_UDEV=1 "$found_tool" create var --table "0 $((ssize - skip)) linear $sdev $skip" 2>&1) ||
+			fail "cannot map /var on STATE ($sdev): \${err%%
+*}"
+		vdev=/dev/mapper/var
+		[ -b $vdev ] || fail "dmsetup created no $vdev for /var on STATE ($sdev)"
+		# ext2/3/4's magic 0xEF53 at byte 1080 of the file system
+		if [ "$($bb dd if=$vdev bs=1 skip=1080 count=2 2>/dev/null | $bb od -An -tx1 | $bb tr -d ' \\n')" != 53ef ]; then
+			tool mke2fs mkfs.ext4 || fail "rootfs.os.var is state, but this initramfs has no mke2fs (add e2fsprogs' sbin/mke2fs to initramfs.programs)"
+			err=$("$found_tool" -q -F -t ext4 -L ossify-var -E nodiscard $vdev 2>&1) || fail "cannot make the /var file system on STATE ($sdev): \${err%%
+*}"
+			say 6 "made the /var file system on STATE ($sdev)"
+		elif tool e2fsck; then
+			"$found_tool" -p $vdev > /dev/null 2>&1
+			rc=$?
+			[ $rc -lt 4 ] || say 3 "e2fsck could not repair /var on STATE ($sdev) (exit $rc); mounting it as it is"
+		fi
+		$bb mkdir -p /var-state
+		$bb mount -t ext4 -o nosuid,nodev $vdev /var-state || fail "cannot mount /var from STATE ($sdev)"
+		if [ ! -e /var-state/lib/ossify/var-filled ]; then
+			$bb cp -a /newroot/var/. /var-state/ || fail "cannot copy the image's /var to STATE ($sdev)"
+			$bb mkdir -p /var-state/lib/ossify
+			: > /var-state/lib/ossify/var-filled
+			$bb sync
+			say 6 "/var on STATE filled from the image"
+		fi
+		$bb mount --move /var-state /newroot/var || fail "cannot move /var from STATE onto the root"
+	}
 	case $etc in
 	overlay) overlay etc ;;
 	readonly) ;;
@@ -211,7 +264,8 @@ if [ -r "$osenv" ]; then
 	esac
 	case $var in
 	tmpfs) overlay var ;;
-	*) fail "rootfs.env: OSSIFY_VAR=$var is not tmpfs" ;;
+	state) var_on_state ;;
+	*) fail "rootfs.env: OSSIFY_VAR=$var is not tmpfs or state" ;;
 	esac
 	# The site seed: a tar of etc/ files at the start of STATE, as the installer writes it.
 	find_root STATE

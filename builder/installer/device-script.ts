@@ -1,6 +1,7 @@
 import { ARCHES, efiNames, type ArchInfo } from '../arch.ts';
 import { ENTRY_SORT_KEY } from '../boot/entries.ts';
-import { SEED_PENDING_MARKER, SITE_ENV_PATH, STATE_PROBE_BYTES } from '../site/data.ts';
+import { SEED_PENDING_MARKER, SITE_ENV_PATH } from '../site/data.ts';
+import { STATE_SEED_AREA } from '../disk/layout.ts';
 import { TEMP_SUFFIX } from './boot-state.ts';
 
 /**
@@ -189,7 +190,7 @@ check_seed() {
 	state_bytes=$(( $($bb cat "$sys/class/block/$statedev/size") * 512 ))
 	[ "$seedsize" -le "$state_bytes" ] || die "site.tar ($seedsize bytes) does not fit STATE ($state_bytes bytes)"
 	seedname=$($bb tar -xOf "$seed" ${SITE_ENV_PATH} 2>/dev/null | env_site)
-	probe=${STATE_PROBE_BYTES}
+	probe=${STATE_SEED_AREA}
 	[ "$state_bytes" -lt "$probe" ] && probe=$state_bytes
 	if [ "$($bb dd if="$state" bs=1 skip=257 count=5 2>/dev/null)" = ustar ]; then
 		current=$($bb tar -xOf "$state" ${SITE_ENV_PATH} 2>/dev/null | env_site)

@@ -2,13 +2,14 @@ import { open, stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { buildEspTree } from '../boot/esp.ts';
 import { ukiArtifact } from '../boot/entries.ts';
-import { abLayout, diskSizeFor, MiB, type DiskLayout } from '../disk/layout.ts';
+import { abLayout, diskSizeFor, MiB, STATE_SEED_AREA, type DiskLayout } from '../disk/layout.ts';
 import { assembleDisk } from '../disk/assemble.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
 import { planPartitions, readGpt, writeGpt } from '../formats/gpt.ts';
 import { bytesContent, hostFileContent } from '../tree/content.ts';
 import { SITE_ARTIFACT } from '../oci/installer-image.ts';
 import { InputError } from '../util/errors.ts';
+import { seedRoom } from '../site/data.ts';
 import { bootSettingsOfSource, loadSystemdBoot, NO_BOOT_RECORD } from './boot-settings.ts';
 import { secureBootGap } from './boot-files.ts';
 import { openDisk, partitionIo, type Disk } from './disk.ts';
@@ -162,10 +163,13 @@ async function writeInPlace(c: Ctx, log: (line: string) => void): Promise<void> 
   await writeRootImage(disk, rootA, src.path('rootfs.squashfs'), src.release.artifacts['rootfs.squashfs']!.size);
   if (c.verity) await writeSlotVerity(disk, rootA.offset, src.release.artifacts['rootfs.squashfs']!.size, c.verity);
   log(`ROOT-A: ${src.release.artifacts['rootfs.squashfs']!.size} bytes${c.verity ? ' and its verity tree' : ''}`);
-  // Whatever an earlier life of the disk left at the start of these must not be mistaken for content.
+  // Whatever an earlier life of the disk left at the start of these must not be mistaken for
+  // content: on STATE that is the seed area and the head of the /var file system behind it
+  // (rootfs.os.var: state), so a reinstalled machine starts with an empty /var.
   for (const label of ['ROOT-B', 'STATE']) {
     const p = at(label);
-    await disk.write(p.offset, zeros.subarray(0, Math.min(MiB, p.size)));
+    const head = label === 'STATE' ? STATE_SEED_AREA + MiB : MiB;
+    for (let off = 0; off < Math.min(head, p.size); off += MiB) await disk.write(p.offset + off, zeros.subarray(0, Math.min(MiB, p.size - off)));
   }
   // fleet: the site's seed, as the build puts it into disk.raw (no partition table yet, so nothing reads it early).
   if (c.seed) {
@@ -214,8 +218,8 @@ function steps(): InstallerStep<Ctx>[] {
         if (c.verity) await checkReleaseVerity(c.opts.source, c.verity);
         c.seed = await releaseSeed(c.opts.source);
         const state = c.layout.partitions.find((p) => p.label === 'STATE')!.size;
-        if (c.seed && c.seed.bytes.length > state) {
-          throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the STATE partition (${state} bytes)`, { hint: 'pass a larger --size' });
+        if (c.seed && c.seed.bytes.length > seedRoom(state)) {
+          throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the seed area of the STATE partition (${seedRoom(state)} bytes)`, { hint: 'pass a larger --size' });
         }
       },
     },

@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { SITE_ARTIFACT } from '../oci/installer-image.ts';
 import { readTar } from '../formats/tar.ts';
-import { seedPendingBlock, seedProblem, SITE_ENV_PATH, SITE_SEED_PARTITION, siteNameOfEnv, STATE_PROBE_BYTES, stateSeedKind, type StateSeedKind } from '../site/data.ts';
+import { seedPendingBlock, seedProblem, SITE_ENV_PATH, SITE_SEED_PARTITION, seedRoom, siteNameOfEnv, stateSeedKind, type StateSeedKind } from '../site/data.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { STATE_SEED_AREA } from '../disk/layout.ts';
 import type { partitionIo } from './disk.ts';
 import type { ReleaseSource } from './release.ts';
 
@@ -79,7 +80,7 @@ export interface StateSeed {
 
 /** Reads the start of STATE: a seed is walked header by header (never past the partition) to its end. */
 export async function readStateSeed(io: PartIo): Promise<StateSeed> {
-  const head = await io.read(0, Math.min(STATE_PROBE_BYTES, io.size));
+  const head = await io.read(0, Math.min(STATE_SEED_AREA, io.size));
   const kind = stateSeedKind(head);
   if (kind !== 'seed') return { kind };
   // 512-byte chunks: the reader takes exactly the blocks up to the first zero block, so what it
@@ -93,7 +94,7 @@ export async function readStateSeed(io: PartIo): Promise<StateSeed> {
     for (let off = 0; off + 512 <= limit; off += 512) {
       if (off + 512 > windowAt + window.length) {
         windowAt = off;
-        window = await io.read(off, Math.min(STATE_PROBE_BYTES, limit - off));
+        window = await io.read(off, Math.min(STATE_SEED_AREA, limit - off));
       }
       consumed = off + 512;
       yield window.subarray(off - windowAt, off - windowAt + 512);
@@ -131,7 +132,7 @@ export function checkStateForSeed(disk: string, current: StateSeed, seed: Releas
 
 /** Puts `seed` at the start of STATE as described above; false when it was there already. */
 export async function writeStateSeed(io: PartIo, seed: Uint8Array): Promise<boolean> {
-  if (seed.length > io.size) throw new InputError(`the site data (${seed.length} bytes) does not fit the ${SITE_SEED_PARTITION} partition (${io.size} bytes)`);
+  if (seed.length > seedRoom(io.size)) throw new InputError(`the site data (${seed.length} bytes) does not fit the seed area of the ${SITE_SEED_PARTITION} partition (${seedRoom(io.size)} bytes)`);
   if (Buffer.from(await io.read(0, seed.length)).equals(seed)) return false;
   await io.write(0, seedPendingBlock());
   await io.sync();

@@ -7,6 +7,8 @@ import { readStateSeed } from './site-seed.ts';
 import { hashDiskRange } from './upgrade.ts';
 import { createHash } from 'node:crypto';
 import { slotRootHash } from './verity.ts';
+import { STATE_SEED_AREA } from '../disk/layout.ts';
+import { EXT_SUPERBLOCK_OFFSET, EXT_SUPERBLOCK_SIZE, parseExtSuperblock } from '../formats/ext-superblock.ts';
 
 /** What `ossify status` reports: the layout, each slot's release and entry, and the next boot. */
 export interface StatusReport {
@@ -26,6 +28,8 @@ export interface StatusReport {
    * none, one an interrupted install left unfinished, or data ossify did not write.
    */
   site?: { state: 'seed' | 'empty' | 'pending' | 'other'; name?: string; size?: number; sha256?: string };
+  /** The persistent /var behind STATE's seed area (rootfs.os.var: state), once a first boot has made it. */
+  var?: { filesystem: 'ext2' | 'ext3' | 'ext4'; size: number; label: string; uuid: string };
   /** Things worth knowing that do not stop the disk from booting. */
   warnings: string[];
 }
@@ -151,8 +155,14 @@ export async function diskStatus(path: string, opts: { verify?: boolean } = {}):
     const slots: SlotStatus[] = [];
     for (const slot of SLOTS) slots.push(await slotStatus(disk, layout, state.slots[slot], state.next, opts.verify ?? false, warnings));
     let site: StatusReport['site'];
+    let varFs: StatusReport['var'];
     if (layout.state) {
-      const s = await readStateSeed(partitionIo(disk, { ...layout.state, label: 'STATE' }));
+      const io = partitionIo(disk, { ...layout.state, label: 'STATE' });
+      if (io.size >= STATE_SEED_AREA + EXT_SUPERBLOCK_OFFSET + EXT_SUPERBLOCK_SIZE) {
+        const sb = parseExtSuperblock(await io.read(STATE_SEED_AREA + EXT_SUPERBLOCK_OFFSET, EXT_SUPERBLOCK_SIZE));
+        if (sb) varFs = { filesystem: sb.kind, size: sb.size, label: sb.label, uuid: sb.uuid };
+      }
+      const s = await readStateSeed(io);
       site = {
         state: s.kind,
         ...(s.name !== undefined ? { name: s.name } : {}),
@@ -172,6 +182,7 @@ export async function diskStatus(path: string, opts: { verify?: boolean } = {}):
       next: state.next,
       bootOrder: state.order.map((e) => e.file),
       ...(site ? { site } : {}),
+      ...(varFs ? { var: varFs } : {}),
       warnings,
     };
   } finally {
@@ -197,6 +208,7 @@ export function formatStatus(r: StatusReport): string {
     const what = { seed: `${r.site.name ?? 'unnamed site'}${r.site.size !== undefined ? ` (${r.site.size} bytes, ${r.site.sha256!.slice(0, 19)}…)` : ''}`, empty: 'none', pending: 'none (an interrupted write)', other: 'none (STATE holds other data)' }[r.site.state];
     lines.push(`site:    ${what}`);
   }
+  if (r.var) lines.push(`var:     ${r.var.filesystem} on STATE, ${mib(r.var.size)}${r.var.label ? `, label ${r.var.label}` : ''}`);
   lines.push(r.next ? `next boot: slot ${r.next}` : 'next boot: nothing (no boot entries)');
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return `${lines.join('\n')}\n`;

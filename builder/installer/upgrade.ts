@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { entryConf, entryFileName, rootLabel, slotDir, UKI_DIR, ukiArtifact, ukiFileName, type Slot } from '../boot/entries.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { seedRoom } from '../site/data.ts';
 import { bootSettingsOfSource, NO_BOOT_RECORD } from './boot-settings.ts';
 import { planBootFiles, releaseBootFiles, writeBootFiles, type BootFilesPlan } from './boot-files.ts';
 import { describeCounting, ENTRIES_DIR, otherSlot, readBootState, TEMP_SUFFIX, type BootState } from './boot-state.ts';
@@ -198,7 +199,7 @@ function steps(): InstallerStep<Ctx>[] {
         if (c.seed) {
           const r = c.opts.source.release;
           if (!c.layout.state) throw new InputError(`${r.name} ${r.version} carries site data for the STATE partition, but ${c.disk.path} has none`, { hint: 'install the site release on a new disk with ossify install' });
-          if (c.seed.bytes.length > c.layout.state.size) throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the STATE partition (${c.layout.state.size} bytes)`);
+          if (c.seed.bytes.length > seedRoom(c.layout.state.size)) throw new InputError(`the site data (${c.seed.bytes.length} bytes) does not fit the seed area of the STATE partition (${seedRoom(c.layout.state.size)} bytes)`);
         }
       },
     },

@@ -11,8 +11,13 @@ export const PAYLOAD_BLOCK = SPARSE_CHUNK;
 /** The backup GPT (entries + header) at the end of a disk. */
 const BACKUP_GPT_BYTES = 33 * SECTOR;
 const ENTRIES_BYTES = 32 * SECTOR;
-/** How much of each partition start is zeroed when the build left it empty (stale superblocks, STATE's probe). */
-const ZERO_HEAD = 1 << 20;
+/**
+ * How much of each partition start the target gets zeroed wherever the build left it empty:
+ * stale superblocks of an earlier life of the disk, STATE's seed area (its first MiB) and the
+ * head of the /var file system behind it (rootfs.os.var: state), which a fresh install must
+ * not inherit.
+ */
+const ZERO_HEAD = 2 << 20;
 
 export interface DiskPayload {
   /** The build's disk size: what a target needs. */
@@ -76,12 +81,21 @@ export async function diskPayload(diskPath: string, dataPath: string): Promise<D
   out.end();
   await once(out, 'finish');
   const lines = runs.map((r) => ({ off: r.off, line: `data ${r.off} ${r.count} ${r.from}` }));
+  const written = (block: number) => runs.some((r) => r.off <= block && block < r.off + r.count);
   for (const p of gpt.partitions) {
     const start = (p.firstLba * SECTOR) / PAYLOAD_BLOCK;
     const count = Math.min(ZERO_HEAD, (p.lastLba - p.firstLba + 1) * SECTOR) / PAYLOAD_BLOCK;
     if ((p.firstLba * SECTOR) % PAYLOAD_BLOCK !== 0 || !Number.isInteger(count)) continue;
-    if (runs.some((r) => r.off < start + count && start < r.off + r.count)) continue;
-    lines.push({ off: start, line: `zero ${start} ${count}` });
+    for (let b = start; b < start + count; ) {
+      if (written(b)) {
+        b++;
+        continue;
+      }
+      let n = 1;
+      while (b + n < start + count && !written(b + n)) n++;
+      lines.push({ off: b, line: `zero ${b} ${n}` });
+      b += n;
+    }
   }
   lines.sort((a, b) => a.off - b.off);
   return {

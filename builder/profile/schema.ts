@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { OUTPUT_NAMES, OutputSpec } from '../outputs/index.ts';
 import { BUILD_ARCHES, DEFAULT_ARCH } from '../arch.ts';
+import { MiB, VAR_STATE_MIN } from '../disk/layout.ts';
 
 /**
  * The profile schema: the single source of truth for what a profile may say. The JSON Schema
@@ -216,9 +217,11 @@ export const RootfsOs = z
       .optional()
       .describe('/etc at run time (default overlay: the image\'s /etc under a tmpfs overlay, so systemd can write machine-id and the site data lands there; readonly: the image\'s /etc as is, and systemd keeps a transient machine-id).'),
     var: z
-      .enum(['tmpfs'])
+      .enum(['tmpfs', 'state'])
       .optional()
-      .describe('/var at run time (default tmpfs: the image\'s /var under a tmpfs overlay, fresh each boot).'),
+      .describe(
+        '/var at run time (default tmpfs: the image\'s /var under a tmpfs overlay, fresh each boot; state: an ext4 file system on the STATE partition, behind its 1 MiB site-seed area, made and filled from the image\'s /var on the first boot and kept across reboots, upgrades and rollbacks; needs dm_mod (or dm_verity) in kernel.modules and dmsetup and mke2fs (e2fsprogs) in initramfs.programs).',
+      ),
   })
   .describe(
     'A full OS as the root (the bootc / Kairos model): ossify adds only what a read-only, A/B-booted root needs: IMAGE_ID/IMAGE_VERSION in os-release, an empty /etc/machine-id (first-boot semantics), writable /etc, /var, /tmp and /run mounted by the initramfs (no fstab), the ESP on /efi for systemd-bless-boot, and the boot.health gate. See docs/real-os.md.',
@@ -301,7 +304,9 @@ export const Profile = z
       .strictObject({
         esp: size.default('256MiB'),
         root: size.default('512MiB').describe('Size of each root slot (A and B); leave room for growth.'),
-        state: size.default('64MiB'),
+        state: size
+          .default('64MiB')
+          .describe("Size of the STATE partition (persistent; an install grows it to fill the disk): its first MiB is the site seed area; with rootfs.os.var: state, /var's file system is the rest."),
       })
       .prefault({}),
     site: SiteSettings.optional(),
@@ -330,6 +335,7 @@ export const Profile = z
         message: `at most 9 for ${p.initramfs.compression} (levels 10-19 are zstd's)`,
       });
     }
+    if (p.rootfs.os?.var === 'state') varOnStateIssues(p).forEach((i) => ctx.addIssue({ code: 'custom', ...i }));
     if (p.boot.secureBoot && p.boot.entries !== 'uki') {
       ctx.addIssue({
         code: 'custom',
@@ -342,6 +348,28 @@ export const Profile = z
   .describe('An ossify build profile.');
 
 export type Profile = z.infer<typeof Profile>;
+
+/**
+ * What `rootfs.os.var: state` needs: device-mapper in the initramfs (a linear map of STATE
+ * behind its seed area), dmsetup to make the map, mke2fs for the first boot's file system, and
+ * a STATE with room for it. Each message reads as the hint "<path> must be <message>".
+ */
+function varOnStateIssues(p: { kernel: { modules: string[] }; initramfs: { programs?: { path: string }[] | undefined }; disk: { state: number | string } }): { path: string[]; message: string }[] {
+  const issues: { path: string[]; message: string }[] = [];
+  const why = 'for rootfs.os.var: state';
+  if (!p.kernel.modules.some((m) => /^dm[-_]/.test(m))) {
+    issues.push({ path: ['kernel', 'modules'], message: `a list that loads device-mapper (dm_mod, or dm_verity, which needs it) ${why}` });
+  }
+  const programs = p.initramfs.programs ?? [];
+  const missing = [
+    ...(programs.some((prog) => /(^|\/)dmsetup$/.test(prog.path)) ? [] : ['{ path: sbin/dmsetup, from: { deb: dmsetup, depends: true } }']),
+    ...(programs.some((prog) => /(^|\/)(mke2fs|mkfs\.ext4)$/.test(prog.path)) ? [] : ['{ path: sbin/mke2fs, from: { deb: e2fsprogs, depends: true } }']),
+  ];
+  if (missing.length) issues.push({ path: ['initramfs', 'programs'], message: `a list with ${missing.join(' and ')} ${why}` });
+  const state = parseSize(p.disk.state);
+  if (state < VAR_STATE_MIN) issues.push({ path: ['disk', 'state'], message: `at least ${VAR_STATE_MIN / MiB}MiB ${why} (1 MiB of site seed area and the file system), not ${state} bytes` });
+  return issues;
+}
 /** What a profile file may contain before `extends` is applied and defaults filled in. */
 export type ProfileInput = z.input<typeof Profile>;
 

@@ -2,6 +2,7 @@ import type { Profile } from '../profile/schema.ts';
 import { readContent, textContent } from '../tree/content.ts';
 import type { FileTree } from '../tree/tree.ts';
 import { resolveTreePath } from '../tree/walk.ts';
+import { STATE_SEED_AREA } from '../disk/layout.ts';
 
 /**
  * What ossify adds to a full OS root (profile `rootfs.os`, the bootc / Kairos model) and nothing
@@ -44,9 +45,12 @@ export function rootfsEnv(os: NonNullable<Profile['rootfs']['os']>): string {
     '# Read by the ossify initramfs (builder/initramfs/init-script.ts) before switch_root.',
     `OSSIFY_ETC=${os.etc ?? 'overlay'}`,
     `OSSIFY_VAR=${os.var ?? 'tmpfs'}`,
+    // where /var's file system starts on STATE: behind the seed area
+    ...(os.var === 'state' ? [`OSSIFY_VAR_OFFSET=${STATE_SEED_AREA}`] : []),
     '',
   ].join('\n');
 }
+
 
 const EFI_MOUNT = `# ossify: the ESP, found by its GPT partition label, for systemd-bless-boot.
 [Unit]

@@ -34,6 +34,12 @@ export interface RunOptions {
   secureBoot?: boolean;
   /** Firmware variables to boot with (e.g. with enrolled keys); a private copy is used. */
   varsFile?: string;
+  /**
+   * A virtio network card on QEMU's user-mode network (DHCP at 10.0.2.15, no root needed):
+   * `user` reaches what the host reaches, `isolated` reaches nothing beyond QEMU (restrict=on).
+   * Without it the guest has no network card.
+   */
+  net?: 'user' | 'isolated';
   /** Receives the serial console as it arrives. */
   onOutput?: (chunk: string) => void;
 }
@@ -98,6 +104,7 @@ export async function runDisk(opts: RunOptions): Promise<RunResult> {
         ? ['-drive', `if=virtio,${boot}`]
         : []),
     ...extra.flatMap((d) => ['-drive', `if=virtio,${d}`]),
+    ...(opts.net ? ['-nic', `user,model=virtio-net-pci${opts.net === 'isolated' ? ',restrict=on' : ''}`] : []),
     ...(opts.snapshot ? ['-snapshot'] : []),
     ...(opts.noReboot ? ['-no-reboot'] : []),
   ];

@@ -6,6 +6,7 @@ import { writeTar, type TarEntry } from '../formats/tar.ts';
 import { readContent, textContent } from '../tree/content.ts';
 import { FileTree, type Meta } from '../tree/tree.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
+import { STATE_SEED_AREA } from '../disk/layout.ts';
 
 /**
  * A site's data (profile `site:`) as the small tree the fleet puts on each site's disk: files
@@ -161,8 +162,11 @@ export async function siteTar(tree: FileTree, epoch: number): Promise<Uint8Array
 export async function writeSiteSeed(disk: string, partitions: readonly { label: string; offset: number; size: number }[], seed: Uint8Array): Promise<void> {
   const part = partitions.find((p) => p.label === SITE_SEED_PARTITION);
   if (!part) throw new OssifyError(`the disk layout has no ${SITE_SEED_PARTITION} partition for the site seed`);
-  if (seed.length > part.size) {
-    throw new InputError(`the site data (${seed.length} bytes) does not fit the ${SITE_SEED_PARTITION} partition (${part.size} bytes)`, { hint: 'raise disk.state, or make the site data smaller' });
+  const room = seedRoom(part.size);
+  if (seed.length > room) {
+    throw new InputError(`the site data (${seed.length} bytes) does not fit the seed area at the start of the ${SITE_SEED_PARTITION} partition (${room} bytes)`, {
+      hint: room < STATE_SEED_AREA ? 'raise disk.state, or make the site data smaller' : 'make the site data smaller: it is a seed for /etc (hostname, network, certificates), not a data volume',
+    });
   }
   const fh = await open(disk, 'r+');
   try {
@@ -178,8 +182,11 @@ export async function writeSiteSeed(disk: string, partitions: readonly { label: 
 
 const TAR_BLOCK = 512;
 const USTAR_MAGIC = 'ustar';
-/** How much of STATE must be zeros for it to count as empty: what an install clears, and more than a seed. */
-export const STATE_PROBE_BYTES = 1 << 20;
+
+/** The most seed bytes a STATE partition of `stateSize` bytes takes. */
+export function seedRoom(stateSize: number): number {
+  return Math.min(stateSize, STATE_SEED_AREA);
+}
 
 /**
  * The first block of STATE while a new seed goes in: no `ustar` magic at byte 257, so neither
@@ -209,7 +216,7 @@ export function seedProblem(seed: Uint8Array): string | undefined {
 
 /**
  * What the start of a STATE partition holds: a seed (the init applies it), a seed being
- * replaced (SEED_PENDING_MARKER), nothing (`head`, the first STATE_PROBE_BYTES or all of a
+ * replaced (SEED_PENDING_MARKER), nothing (`head`, the first STATE_SEED_AREA or all of a
  * smaller partition, is zeros), or data ossify did not write (the installers refuse to
  * overwrite it).
  */

@@ -42,6 +42,7 @@ let ref3: string;
 /** The installed v1 disk after its first boot, and the v1 → v2 disk after its boot. */
 let afterV1: string;
 let afterV2: string;
+let ref4: string;
 
 /** `ossify build --push`, as a release engineer runs it; the output directory and the pushed REPO@sha256:…. */
 async function buildAndPush(profile: string, tag: string): Promise<{ dir: string; ref: string }> {
@@ -136,6 +137,7 @@ beforeAll(async () => {
   ({ dir: v1, ref: ref1 } = await buildAndPush('ab-v1', '1.0.0'));
   ({ dir: v2, ref: ref2 } = await buildAndPush('ab-v2', '2.0.0'));
   ({ dir: v3, ref: ref3 } = await buildAndPush('ab-v3-broken', '3.0.0'));
+  ({ ref: ref4 } = await buildAndPush('ab-v4-unhealthy', '4.0.0'));
 }, 900_000);
 
 afterAll(async () => {
@@ -204,6 +206,21 @@ describe('A/B install, upgrade and fallback in QEMU', () => {
     expect(rb.exitCode).toBe(2);
     expect(rb.stderr).toMatch(/slot a \(3\.0\.0\) is bad/);
     await oracles(d);
+  }, 400_000);
+
+  it('3b. v4.0.0, which boots but whose busybox health hook fails, is never blessed: tried twice, then v2.0.0 boots again', async () => {
+    const d = disk('main');
+    await cli(['upgrade', ...image(ref4), '--disk', d]);
+    expect(slotOf(await status(d), 'a')).toMatchObject({ bootsNext: true, entry: { state: 'trying', triesLeft: 2 }, release: { version: '4.0.0' } });
+    const r = await boot(d, /OSSIFY-BOOT name=ossify-ab version=2\.0\.0 slot=b/);
+    expect(count(r.log, /OSSIFY-HEALTH: the site agent is not up/)).toBe(2);
+    expect(count(r.log, /ossify: \/usr\/lib\/ossify\/health failed; rebooting unblessed/)).toBe(2);
+    expect(r.log).not.toContain('version=4.0.0');
+    expect(r.log).not.toContain('blessed slot a');
+    const s = await status(d);
+    expect(s.next).toBe('b');
+    expect(slotOf(s, 'a')).toMatchObject({ bootsNext: false, entry: { state: 'bad', triesLeft: 0, triesDone: 2 }, release: { version: '4.0.0' } });
+    expect(slotOf(s, 'b')).toMatchObject({ bootsNext: true, entry: { state: 'good' }, release: { version: '2.0.0' } });
   }, 400_000);
 
   describe('4. an upgrade killed at any point', () => {
