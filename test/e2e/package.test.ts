@@ -66,6 +66,8 @@ describe('the npm package', () => {
     expect(files).toContain('package/dist/builder/cli.js');
     expect(files).toContain('package/dist/builder/index.d.ts');
     expect(files).toContain('package/profiles/default.yaml');
+    // The shell scripts images carry are read next to their compiled modules.
+    for (const f of ['initramfs/init.sh', 'installer/device.sh', 'shell/partitions.sh']) expect(files).toContain(`package/dist/builder/${f}`);
     expect(files.some((f) => f.startsWith('package/builder/') || f.startsWith('package/test/'))).toBe(false);
 
     const app = join(work, 'app');
@@ -82,6 +84,7 @@ describe('the npm package', () => {
     const validate = run(node, [bin, 'validate', join(app, 'node_modules', 'ossify', 'profiles', 'default.yaml'), '--json'], { cwd: app });
     expect(validate.code, validate.stderr).toBe(0);
 
+    // Importing the library composes the images' shell scripts from the package's dist/builder/**/*.sh.
     writeFileSync(
       join(app, 'use.mjs'),
       `import * as ossify from 'ossify';\n` +
