@@ -4,12 +4,14 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { INIT_SCRIPT } from '../builder/initramfs/init-script.ts';
 import { DEVICE_SCRIPT } from '../builder/installer/device-script.ts';
+import { INSTALLER_INIT } from '../builder/iso/installer-init.ts';
 import { composeShellScript, shellAssignments, shellQuote } from '../builder/shell/compose.ts';
 import { PROJECT_ROOT } from './helpers/cli.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 
 /**
- * The shell scripts ossify puts into images (builder/**\/*.sh, composed by
+ * The shell scripts ossify puts into images (builder/**\/*.sh: the initramfs /init, the
+ * on-device installer and the ISO installer /init, composed by
  * builder/shell/compose.ts), as they ship: shellcheck finds nothing in them (POSIX sh, the
  * dialect closest to busybox ash that shellcheck 0.9 knows), busybox sh parses them, and the
  * constants preamble quotes any bytes so the script sees them unchanged.
@@ -18,7 +20,7 @@ import { needTool, run, tempDir } from './helpers/oracle-formats.ts';
 const work = tempDir('shell-scripts');
 afterAll(() => work.cleanup());
 
-const SHIPPED = { 'initramfs /init': INIT_SCRIPT, 'on-device installer': DEVICE_SCRIPT };
+const SHIPPED = { 'initramfs /init': INIT_SCRIPT, 'on-device installer': DEVICE_SCRIPT, 'ISO installer /init': INSTALLER_INIT };
 
 describe('the shipped shell scripts', () => {
   for (const [name, script] of Object.entries(SHIPPED)) {
@@ -44,9 +46,9 @@ describe('the shipped shell scripts', () => {
 
   it('every .sh under builder/ is part of a shipped script, and npm run build copies each into dist/', () => {
     const sh = (readdirSync(join(PROJECT_ROOT, 'builder'), { recursive: true }) as string[]).filter((f) => f.endsWith('.sh')).sort();
-    expect(sh).toEqual(['initramfs/init.sh', 'installer/device.sh', 'shell/partitions.sh']);
+    expect(sh).toEqual(['initramfs/init.sh', 'installer/device.sh', 'iso/installer-init.sh', 'shell/partitions.sh']);
     const fragment = readFileSync(join(PROJECT_ROOT, 'builder/shell/partitions.sh'), 'utf8');
-    for (const script of Object.values(SHIPPED)) expect(script).toContain(fragment);
+    for (const script of [INIT_SCRIPT, DEVICE_SCRIPT]) expect(script).toContain(fragment);
     // The package and the CLI run dist/: the build must have put the same bytes there.
     for (const f of sh) expect(readFileSync(join(PROJECT_ROOT, 'dist/builder', f), 'utf8'), `dist/builder/${f}: run npm run build`).toBe(readFileSync(join(PROJECT_ROOT, 'builder', f), 'utf8'));
   });

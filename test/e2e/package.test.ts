@@ -67,7 +67,7 @@ describe('the npm package', () => {
     expect(files).toContain('package/dist/builder/index.d.ts');
     expect(files).toContain('package/profiles/default.yaml');
     // The shell scripts images carry are read next to their compiled modules.
-    for (const f of ['initramfs/init.sh', 'installer/device.sh', 'shell/partitions.sh']) expect(files).toContain(`package/dist/builder/${f}`);
+    for (const f of ['initramfs/init.sh', 'installer/device.sh', 'iso/installer-init.sh', 'shell/partitions.sh']) expect(files).toContain(`package/dist/builder/${f}`);
     expect(files.some((f) => f.startsWith('package/builder/') || f.startsWith('package/test/'))).toBe(false);
 
     const app = join(work, 'app');
