@@ -49,6 +49,15 @@ describe('the compiled CLI', () => {
     expect(stale.stderr).toMatch(/dist\/ is older than builder\/cli\.ts[\s\S]*npm run build/);
 
     utimesSync(join(dir, 'builder', 'cli.ts'), 500, 500);
+    // A shell script the build copies into dist/ counts as source too, and its copy must be there.
+    mkdirSync(join(dir, 'builder', 'shell'));
+    writeFileSync(join(dir, 'builder', 'shell', 'x.sh'), 'true\n');
+    utimesSync(join(dir, 'builder', 'shell', 'x.sh'), 500, 500);
+    const uncopied = run(node, [join(dir, 'bin', 'ossify.js'), '--version']);
+    expect(uncopied.code).toBe(1);
+    expect(uncopied.stderr).toMatch(/dist\/ is older than builder\/shell\/x\.sh[\s\S]*npm run build/);
+    mkdirSync(join(dir, 'dist', 'builder', 'shell'));
+    writeFileSync(join(dir, 'dist', 'builder', 'shell', 'x.sh'), 'true\n');
     const fresh = run(node, [join(dir, 'bin', 'ossify.js')]);
     expect(fresh.stdout).toBe('compiled\n');
   });
