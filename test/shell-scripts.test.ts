@@ -2,6 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { ARCHES, efiNames, type ArchInfo } from '../builder/arch.ts';
 import { INIT_SCRIPT } from '../builder/initramfs/init-script.ts';
 import { DEVICE_SCRIPT } from '../builder/installer/device-script.ts';
 import { INSTALLER_INIT } from '../builder/iso/installer-init.ts';
@@ -51,6 +52,24 @@ describe('the shipped shell scripts', () => {
     for (const script of [INIT_SCRIPT, DEVICE_SCRIPT]) expect(script).toContain(fragment);
     // The package and the CLI run dist/: the build must have put the same bytes there.
     for (const f of sh) expect(readFileSync(join(PROJECT_ROOT, 'dist/builder', f), 'utf8'), `dist/builder/${f}: run npm run build`).toBe(readFileSync(join(PROJECT_ROOT, 'builder', f), 'utf8'));
+  });
+});
+
+describe('the on-device installer\'s architecture table', () => {
+  it('names every architecture of builder/arch.ts by each of its names, with its systemd-boot and removable path', () => {
+    needTool('busybox', 'busybox');
+    // The script's functions without its command dispatch at the end.
+    const functions = DEVICE_SCRIPT.slice(0, DEVICE_SCRIPT.lastIndexOf('\ncase "${1:-}" in\n') + 1);
+    const arches = Object.values(ARCHES as Record<string, ArchInfo>);
+    const names = [...new Set(arches.flatMap((a) => [a.uname, a.deb, a.oci.architecture])), 'sparc64', ''];
+    const probe = `${functions}for n in ${names.map((n) => shellQuote(n)).join(' ')}; do echo "[$n] $(norm_arch "$n") [$(efi_loader "$n")] [$(efi_removable "$n")]"; done\n`;
+    const r = run('busybox', ['sh', '-c', probe], { env: { OSSIFY_BUSYBOX: '/usr/bin/busybox' } });
+    expect(r.code, r.stderr).toBe(0);
+    const expected = names.map((n) => {
+      const a = arches.find((x) => [x.uname, x.deb, x.oci.architecture].includes(n));
+      return a ? `[${n}] ${a.uname} [${efiNames(a.uname).systemdBoot}] [${efiNames(a.uname).removable}]` : `[${n}] ${n} [] []`;
+    });
+    expect(r.stdout.trimEnd().split('\n')).toEqual(expected);
   });
 });
 
