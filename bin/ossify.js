@@ -35,12 +35,16 @@ if (!existsSync(compiledPath)) {
   process.exit(1);
 }
 // In a checkout, refuse a dist/ older than the source it was built from: a stale CLI would
-// run code nobody is reading. An installed package ships no builder/, so this costs nothing there.
+// run code nobody is reading (or, for a shell script `npm run build` copies into dist/, write
+// it into images). An installed package ships no builder/, so this costs nothing there.
 const source = `${root}builder`;
 if (existsSync(source)) {
   const built = statSync(compiledPath).mtimeMs;
   const stale = readdirSync(source, { recursive: true }).find(
-    (f) => typeof f === 'string' && f.endsWith('.ts') && statSync(`${source}/${f}`).mtimeMs > built,
+    (f) =>
+      typeof f === 'string' &&
+      (f.endsWith('.ts') || f.endsWith('.sh')) &&
+      (statSync(`${source}/${f}`).mtimeMs > built || (f.endsWith('.sh') && !existsSync(`${root}dist/builder/${f}`))),
   );
   if (stale) {
     process.stderr.write(`error: dist/ is older than builder/${stale}\nhint: run \`npm run build\` (or \`npx tsx builder/cli.ts\` to run the source)\n`);

@@ -49,6 +49,15 @@ describe('the compiled CLI', () => {
     expect(stale.stderr).toMatch(/dist\/ is older than builder\/cli\.ts[\s\S]*npm run build/);
 
     utimesSync(join(dir, 'builder', 'cli.ts'), 500, 500);
+    // A shell script the build copies into dist/ counts as source too, and its copy must be there.
+    mkdirSync(join(dir, 'builder', 'shell'));
+    writeFileSync(join(dir, 'builder', 'shell', 'x.sh'), 'true\n');
+    utimesSync(join(dir, 'builder', 'shell', 'x.sh'), 500, 500);
+    const uncopied = run(node, [join(dir, 'bin', 'ossify.js'), '--version']);
+    expect(uncopied.code).toBe(1);
+    expect(uncopied.stderr).toMatch(/dist\/ is older than builder\/shell\/x\.sh[\s\S]*npm run build/);
+    mkdirSync(join(dir, 'dist', 'builder', 'shell'));
+    writeFileSync(join(dir, 'dist', 'builder', 'shell', 'x.sh'), 'true\n');
     const fresh = run(node, [join(dir, 'bin', 'ossify.js')]);
     expect(fresh.stdout).toBe('compiled\n');
   });
@@ -66,6 +75,8 @@ describe('the npm package', () => {
     expect(files).toContain('package/dist/builder/cli.js');
     expect(files).toContain('package/dist/builder/index.d.ts');
     expect(files).toContain('package/profiles/default.yaml');
+    // The shell scripts images carry are read next to their compiled modules.
+    for (const f of ['initramfs/init.sh', 'installer/device.sh', 'iso/installer-init.sh', 'shell/partitions.sh']) expect(files).toContain(`package/dist/builder/${f}`);
     expect(files.some((f) => f.startsWith('package/builder/') || f.startsWith('package/test/'))).toBe(false);
 
     const app = join(work, 'app');
@@ -82,6 +93,7 @@ describe('the npm package', () => {
     const validate = run(node, [bin, 'validate', join(app, 'node_modules', 'ossify', 'profiles', 'default.yaml'), '--json'], { cwd: app });
     expect(validate.code, validate.stderr).toBe(0);
 
+    // Importing the library composes the images' shell scripts from the package's dist/builder/**/*.sh.
     writeFileSync(
       join(app, 'use.mjs'),
       `import * as ossify from 'ossify';\n` +
