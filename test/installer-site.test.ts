@@ -171,17 +171,20 @@ describe('install from a site release', () => {
     expect(sha(readFileSync(blank))).toBe(sha(readFileSync(disk)));
   });
 
-  it('refuses site data that does not fit STATE, before writing anything', async () => {
+  it('refuses site data that does not fit STATE\'s 1 MiB seed area, however large the disk, before writing anything', async () => {
     const big = await fakeRelease('1.0.0', 11, { name: 'site-big', hostname: 'big.fleet.test', pad: MiB + 4096 });
     const disk = join(work.path, 'big.raw');
-    const r = await ossify(['install', '--from', big, '--disk', disk, '--systemd-boot', sdboot, '--cmdline', CMDLINE]);
-    expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/the site data \(\d+ bytes\) does not fit the STATE partition \(1048576 bytes\)/);
-    expect(run('test', ['-e', disk]).code).toBe(1);
-    // With room for it, it goes in.
-    const ok = await ossify(['install', '--from', big, '--disk', disk, '--systemd-boot', sdboot, '--cmdline', CMDLINE, '--size', '48M']);
+    for (const size of [[], ['--size', '48M']]) {
+      const r = await ossify(['install', '--from', big, '--disk', disk, '--systemd-boot', sdboot, '--cmdline', CMDLINE, ...size]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/the site data \(\d+ bytes\) does not fit the seed area of the STATE partition \(1048576 bytes\)/);
+      expect(run('test', ['-e', disk]).code).toBe(1);
+    }
+    // Just under the seed area, it goes in.
+    const fits = await fakeRelease('1.0.0', 12, { name: 'site-fits', hostname: 'fits.fleet.test', pad: MiB - 64 * 1024 });
+    const ok = await ossify(['install', '--from', fits, '--disk', disk, '--systemd-boot', sdboot, '--cmdline', CMDLINE, '--size', '48M']);
     expect(ok.exitCode, ok.stderr).toBe(0);
-    expect((await stateSeen(disk, 'big')).tarList).toMatch(/ etc\/pad\n/);
+    expect((await stateSeen(disk, 'fits')).tarList).toMatch(/ etc\/pad\n/);
   });
 
   it('from a registry: the pulled release is the build output\'s, and the seed lands in STATE', async () => {
