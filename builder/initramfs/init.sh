@@ -159,16 +159,16 @@ done
 # goes into /etc.
 osenv=/newroot/usr/lib/ossify/rootfs.env
 if [ -r "$osenv" ]; then
-	etc=
-	var=
-	varoffset=
-	while IFS='=' read -r k v; do
-		case $k in
-		OSSIFY_ETC) etc=$v ;;
-		OSSIFY_VAR) var=$v ;;
-		OSSIFY_VAR_OFFSET) varoffset=$v ;;
-		esac
-	done < "$osenv"
+	OSSIFY_ETC=
+	OSSIFY_VAR=
+	OSSIFY_VAR_OFFSET=
+	# KEY=value lines that ossify wrote (builder/rootfs/os.ts) into the root image: sourcing
+	# trusts it no more than running its /sbin/init with every privilege a moment later does.
+	# shellcheck disable=SC1090 # the file is the image's, not this script's
+	. "$osenv"
+	etc=$OSSIFY_ETC
+	var=$OSSIFY_VAR
+	varoffset=$OSSIFY_VAR_OFFSET
 	$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /newroot/run || fail "cannot mount a tmpfs on /run"
 	$bb mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /newroot/tmp || fail "cannot mount a tmpfs on /tmp"
 	overlay() {
