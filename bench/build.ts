@@ -5,7 +5,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { abLayout, diskSizeFor } from '../builder/disk/layout.ts';
-import type { BuildRecord } from '../builder/pipeline.ts';
+import type { BuildRecord } from '../builder/release/build-json.ts';
 import { DEFAULT_INITRAMFS_LEVEL } from '../builder/initramfs/build.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { parseSize } from '../builder/profile/schema.ts';

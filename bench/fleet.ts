@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { RemoteStageCache } from '../builder/cache/remote.ts';
 import { StageCache } from '../builder/cache/store.ts';
 import { readIndex, readManifest } from '../builder/oci/layout.ts';
-import { pushBuild } from '../builder/oci/push.ts';
+import { pushBuild } from '../builder/release/push.ts';
 import { build, type BuildOptions, type BuildResult } from '../builder/pipeline.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { buildMatrix } from '../builder/matrix.ts';

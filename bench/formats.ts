@@ -7,7 +7,7 @@ import { scanSparse } from '../builder/cache/sparse.ts';
 import { OUTPUTS, type OutputName } from '../builder/outputs/index.ts';
 import type { OutputContext } from '../builder/outputs/types.ts';
 import { writeOutputs } from '../builder/outputs/write.ts';
-import type { BuildRecord } from '../builder/pipeline.ts';
+import type { BuildRecord } from '../builder/release/build-json.ts';
 import type { BenchRow } from './types.ts';
 
 /**

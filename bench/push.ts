@@ -2,7 +2,7 @@ import { execa } from 'execa';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildInstallerImage } from '../builder/oci/installer-image.ts';
+import { buildInstallerImage } from '../builder/release/installer-image.ts';
 import { pushLayout } from '../builder/oci/push.ts';
 import { makeBuildOutput, startRegistry, hostBusybox } from '../test/helpers/registry.ts';
 import type { BenchRow } from './types.ts';

@@ -3,10 +3,12 @@
  * also reachable through `ossify …`; the CLI adds only argument parsing and exit codes.
  */
 export { loadProfile, type LoadedProfile, type LoadOptions } from './profile/load.ts';
-export { build, outputDirFor, type BuildOptions, type BuildRecord, type BuildResult } from './pipeline.ts';
-export { pushBuild, pushBuilds, pushLayout, type PushOptions, type PushResult } from './oci/push.ts';
+export { build, outputDirFor, type BuildOptions, type BuildResult } from './pipeline.ts';
+export type { BuildRecord } from './release/build-json.ts';
+export { pushBuild, pushBuilds, type PushOptions, type PushResult } from './release/push.ts';
+export { pushLayout } from './oci/push.ts';
 export { publishBuild, type PublishOptions, type PublishResult } from './trust/publish.ts';
-export { pullRelease, type PullOptions, type PullResult } from './oci/pull.ts';
+export { pullRelease, type PullOptions, type PullResult } from './release/pull.ts';
 export {
   install,
   upgrade,
@@ -28,4 +30,5 @@ export { writeIso, readIso, type IsoSpec, type IsoFile, type IsoVolume } from '.
 export { OssifyError } from './util/errors.ts';
 export { OUTPUTS, OUTPUT_NAMES, resolveOutputs, type OutputName, type OutputSpec } from './outputs/index.ts';
 export { writeOutputs } from './outputs/write.ts';
-export type { OutputContext, OutputFormat, OutputWrite, WrittenOutput } from './outputs/types.ts';
+export type { OutputContext, OutputFormat, OutputWrite } from './outputs/types.ts';
+export type { WrittenOutput } from './release/build-json.ts';

@@ -3,17 +3,18 @@ import { basename, join, resolve } from 'node:path';
 import type { LoadedProfile } from './profile/load.ts';
 import { parseSize } from './profile/schema.ts';
 import type { InputLock } from './inputs/index.ts';
-import { BOOT_ARTIFACTS } from './boot/esp.ts';
 import { DEFAULT_ARCH } from './arch.ts';
 // verified boot: the boot settings the release records
-import { releaseBootOf, type ReleaseBoot } from './boot/release-boot.ts';
+import { releaseBootOf } from './boot/release-boot.ts';
 import { sha256File } from './util/hash.ts';
 import { OssifyError } from './util/errors.ts';
 import { runSteps, type ProgressMode } from './steps/progress.ts';
 import { STEPS } from './steps/index.ts';
 import { baseDigestOf, dedupeSources } from './steps/shared.ts';
 import type { BuildCtx } from './steps/step.ts';
-import { buildInstallerImage } from './oci/installer-image.ts';
+import { ARTIFACTS, BUILD_JSON, DISK, OPTIONAL_ARTIFACTS, SITE_SEED } from './release/artifacts.ts';
+import { encodeBuildJson, type BuildRecord } from './release/build-json.ts';
+import { buildInstallerImage } from './release/installer-image.ts';
 // trust: provenance beside the outputs, the SBOM the sbom step wrote, the test-only nondeterminism hook
 import { SBOM_FILE } from './trust/sbom.ts';
 import { writeProvenance } from './trust/provenance.ts';
@@ -24,11 +25,9 @@ import { StageRun, type StageStatus } from './cache/stages.ts';
 import { StageCache } from './cache/store.ts';
 import type { RemoteStageCache } from './cache/remote.ts';
 import { cachedInstallerImage } from './cache/installer.ts';
-import { SITE_SEED_FILE } from './site/data.ts';
 // image formats: qcow2, vhd, vmdk, ova, gce written from the disk
 import { resolveOutputs, type OutputSpec } from './outputs/index.ts';
 import { writeOutputs } from './outputs/write.ts';
-import type { WrittenOutput } from './outputs/types.ts';
 
 /**
  * The build: the declared steps (builder/steps/) in order, each behind the stage cache, into a
@@ -50,60 +49,6 @@ export interface BuildOptions {
   remoteCache?: { from?: RemoteStageCache; to?: RemoteStageCache };
   /** Image formats to write from the disk instead of the profile's `outputs:` (`--output`). */
   outputs?: OutputSpec[];
-}
-
-export interface SourceRecord {
-  kind: string;
-  name: string;
-  version?: string;
-  sha256?: string;
-}
-
-/** What `build.json` holds: the record of one build, and the contract with push/install. */
-export interface BuildRecord {
-  name: string;
-  version: string;
-  arch: string;
-  profileDigest: string;
-  epoch: number;
-  kernelVersion: string;
-  artifacts: Record<string, { sha256: string; size: number }>;
-  slots: { rootSize: number };
-  /** verified boot: the dm-verity tree of rootfs.squashfs (artifact rootfs.verity), when the profile asks for it. */
-  verity?: BuildVerity;
-  /** How the release boots (entries, kernel arguments, timeout, tries, Secure Boot enrolment): release.json carries it to every installer. */
-  boot: ReleaseBoot;
-  partitions: { label: string; guid: string; typeGuid: string; offset: number; size: number }[];
-  /** The disk in each image format the build wrote (`outputs:`), each with its sha256. */
-  outputs: WrittenOutput[];
-  sources: SourceRecord[];
-  timings: Record<string, number>;
-  /** fleet: a site build's profile digest without its site data (what its OS artifacts derive from), and the site. */
-  baseDigest?: string;
-  site?: { name: string };
-}
-
-export const ARTIFACTS = ['rootfs.squashfs', 'vmlinuz', 'initramfs.img', 'disk.raw'] as const;
-
-/**
- * verified boot. `rootfs.verity` is the verity superblock and hash tree, written at
- * `hashOffset` of a root slot (the squashfs zero-padded to 4 KiB before it); `uki-<slot>.efi`
- * are the unified kernel images of each slot (their command lines differ in the slot), signed
- * for Secure Boot when the profile says so. The ESP's shared boot files (systemd-boot as the ESP
- * holds it, loader.conf, the Secure Boot keys to enrol: BOOT_ARTIFACTS in boot/esp.ts) are
- * artifacts too, so the installer image carries them.
- */
-export const OPTIONAL_ARTIFACTS = ['rootfs.verity', 'uki-a.efi', 'uki-b.efi', ...BOOT_ARTIFACTS] as const;
-
-export interface BuildVerity {
-  roothash: string;
-  salt: string;
-  /** Bytes from the start of a root slot to the verity superblock. */
-  hashOffset: number;
-  dataBlocks: number;
-  dataBlockSize: number;
-  hashBlockSize: number;
-  algorithm: 'sha256';
 }
 
 export function outputDirFor(outRoot: string, loaded: LoadedProfile): string {
@@ -156,18 +101,18 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
       artifacts[a] = await digest(path);
     }
     // verified boot: rootfs.verity and the UKIs, when this build made them.
-    for (const a of [...OPTIONAL_ARTIFACTS, SITE_SEED_FILE]) {
+    for (const a of [...OPTIONAL_ARTIFACTS, SITE_SEED]) {
       const path = join(work, a);
       const st = await stat(path).catch(() => undefined);
       if (st) artifacts[a] = await digest(path);
     }
     const p = loaded.profile;
     const t0 = performance.now();
-    const disk = artifacts['disk.raw']!;
+    const disk = artifacts[DISK]!;
     const outputs = await writeOutputs(
       resolveOutputs(opts.outputs ?? p.outputs),
       {
-        disk: { path: join(work, 'disk.raw'), size: disk.size, sha256: disk.sha256, ...(diskExtents ? { extents: diskExtents } : {}) },
+        disk: { path: join(work, DISK), size: disk.size, sha256: disk.sha256, ...(diskExtents ? { extents: diskExtents } : {}) },
         build: { name: p.name, version: p.version, arch: p.arch, epoch: loaded.epoch, profileDigest: loaded.digest },
         dir: work,
       },
@@ -194,7 +139,7 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
       timings,
       ...(p.site ? { baseDigest: baseDigestOf(loaded), site: { name: p.site.name } } : {}),
     };
-    await writeFile(join(work, 'build.json'), `${JSON.stringify(record, null, 2)}\n`);
+    await writeFile(join(work, BUILD_JSON), encodeBuildJson(record));
     // The installer image is made from build.json and the artifacts, so it comes last.
     const image = await cachedInstallerImage(run, busybox, loaded.epoch, (layerCache) =>
       buildInstallerImage(work, { busybox, epoch: loaded.epoch, force: true, ...(layerCache ? { layerCache } : {}) }),

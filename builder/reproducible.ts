@@ -5,6 +5,9 @@ import { join, resolve } from 'node:path';
 import { textContent } from './tree/content.ts';
 import { type FileTree, compareBytes } from './tree/tree.ts';
 import { OssifyError } from './util/errors.ts';
+import { BUILD_JSON, DISK, INITRAMFS, KERNEL, ROOTFS } from './release/artifacts.ts';
+import { SBOM_FILE } from './trust/sbom.ts';
+import { PROVENANCE_FILE } from './trust/provenance.ts';
 
 /**
  * `ossify build --verify-reproducible`: the build is done a second time by a child process
@@ -34,7 +37,7 @@ export interface Difference {
 }
 
 /** The artifacts first, in the order the pipeline makes them, so the first difference points at the earliest stage. */
-const ORDER = ['initramfs.img', 'sbom.spdx.json', 'rootfs.squashfs', 'vmlinuz', 'disk.raw', 'provenance.intoto.json', 'build.json'];
+const ORDER = [INITRAMFS, SBOM_FILE, ROOTFS, KERNEL, DISK, PROVENANCE_FILE, BUILD_JSON];
 
 function rank(path: string): number {
   const i = ORDER.indexOf(path);
@@ -101,7 +104,7 @@ export async function compareOutputs(first: string, second: string): Promise<Dif
       diffs.push({ path: p, detail: 'only in the second build' });
       continue;
     }
-    if (p === 'build.json') {
+    if (p === BUILD_JSON) {
       const [x, y] = await Promise.all([normalisedBuildJson(join(first, p)), normalisedBuildJson(join(second, p))]);
       if (!x.equals(y)) {
         const offset = firstDiff(x, y);
@@ -111,7 +114,7 @@ export async function compareOutputs(first: string, second: string): Promise<Dif
     }
     const offset = await compareFiles(join(first, p), join(second, p));
     if (offset < 0) continue;
-    const inRootfs = p === 'sbom.spdx.json' ? await sbomFileDifference(join(first, p), join(second, p)) : undefined;
+    const inRootfs = p === SBOM_FILE ? await sbomFileDifference(join(first, p), join(second, p)) : undefined;
     diffs.push({ path: p, offset, detail: `differs at byte ${offset} (0x${offset.toString(16)})${inRootfs ? `: ${inRootfs}` : ''}` });
   }
   return diffs;

@@ -12,7 +12,7 @@ import { probeLayout } from '../builder/installer/layout.ts';
 import { openReleaseDir } from '../builder/installer/release.ts';
 import { diskStatus } from '../builder/installer/status.ts';
 import { CRASH_ENV } from '../builder/installer/steps.ts';
-import { pushBuild, type PushResult } from '../builder/oci/push.ts';
+import { pushBuild, type PushResult } from '../builder/release/push.ts';
 import { ossify } from './helpers/cli.ts';
 import { diskOracles, espToFile, fakeSquashfs, noise, sha, writeBuildOutput } from './helpers/installer-fixtures.ts';
 import { needTool, run, tempDir } from './helpers/oracle-formats.ts';

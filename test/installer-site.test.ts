@@ -11,8 +11,8 @@ import { openReleaseDir, pullReleaseSource } from '../builder/installer/release.
 import { diskStatus } from '../builder/installer/status.ts';
 import { CRASH_ENV } from '../builder/installer/steps.ts';
 import { upgrade } from '../builder/installer/upgrade.ts';
-import { encodeRelease } from '../builder/oci/installer-image.ts';
-import { pushBuild } from '../builder/oci/push.ts';
+import { encodeRelease } from '../builder/release/release-json.ts';
+import { pushBuild } from '../builder/release/push.ts';
 import { SEED_PENDING_MARKER, siteTar, siteTree } from '../builder/site/data.ts';
 import { ossify } from './helpers/cli.ts';
 import { diskImages, diskOracles, fakeSquashfs, layoutOf, noise, readRange, renameEntry, sha, writeBuildOutput } from './helpers/installer-fixtures.ts';

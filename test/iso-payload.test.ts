@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { planPartitions, writeGpt } from '../builder/formats/gpt.ts';
 import { diskPayload, PAYLOAD_BLOCK } from '../builder/iso/payload.ts';
-import { PARTITION_TYPES } from '../builder/disk/layout.ts';
+import { PARTITION_TYPES } from '../builder/formats/gpt.ts';
 import { ARCHES } from '../builder/arch.ts';
 import { derivedGuid } from '../builder/util/guid.ts';
 import { fileHandleSink } from '../builder/util/sink.ts';

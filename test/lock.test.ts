@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadInput } from '../builder/inputs/index.ts';
 import { lockFileFor, openLock, readLock } from '../builder/lock/index.ts';
-import type { BuildRecord } from '../builder/pipeline.ts';
+import type { BuildRecord } from '../builder/release/build-json.ts';
 import { loadProfile } from '../builder/profile/load.ts';
 import { ossify, PROJECT_ROOT } from './helpers/cli.ts';
 import { initramfsCpio, requireTool, runOk } from './helpers/oracle.ts';

@@ -4,9 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildInstallerImage } from '../builder/oci/installer-image.ts';
-import { pullRelease } from '../builder/oci/pull.ts';
-import { type PushResult, pushBuild } from '../builder/oci/push.ts';
+import { buildInstallerImage } from '../builder/release/installer-image.ts';
+import { pullRelease } from '../builder/release/pull.ts';
+import { type PushResult, pushBuild } from '../builder/release/push.ts';
 import { DigestMismatchError, RegistryClient, type RegistryStats } from '../builder/oci/registry.ts';
 import { OssifyError } from '../builder/util/errors.ts';
 import { type FakeBuild, type RegistryHandle, makeBuildOutput, startFaultProxy, startRegistry, hostBusybox } from './helpers/registry.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseBuildBoot, releaseBootOf } from '../builder/boot/release-boot.ts';
-import { encodeRelease, parseRelease, type Release } from '../builder/oci/installer-image.ts';
+import { encodeRelease, parseRelease, type Release } from '../builder/release/release-json.ts';
 import { Profile } from '../builder/profile/schema.ts';
 import { InputError } from '../builder/util/errors.ts';
 

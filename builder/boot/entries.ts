@@ -140,12 +140,6 @@ export function loaderConf(opts: { timeout: number; secureBootEnroll?: 'force' |
  */
 export const UKI_DIR = 'EFI/Linux';
 
-/** The build artifact (and release payload file) holding a slot's UKI: its command line names the slot. */
-export function ukiArtifact(slot: Slot): string {
-  return `uki-${slot}.efi`;
-}
-export const UKI_ARTIFACTS = ['uki-a.efi', 'uki-b.efi'] as const;
-
 export function ukiFileName(slot: Slot, generation: number, tries?: { left: number; done?: number }): string {
   const counter = tries ? `+${tries.left}${tries.done ? `-${tries.done}` : ''}` : '';
   return `ossify-${generation}-${slot}${counter}.efi`;

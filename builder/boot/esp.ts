@@ -1,25 +1,13 @@
-import { BUILD_ARCHES, efiNames } from '../arch.ts';
+import { efiNames } from '../arch.ts';
 import type { Content } from '../tree/content.ts';
 import { bytesContent, textContent } from '../tree/content.ts';
 import { FileTree } from '../tree/tree.ts';
+import { AUTH_NAMES, authArtifact, bootLoaderArtifact, LOADER_CONF_ARTIFACT } from '../release/artifacts.ts';
 import { entryConf, entryFileName, loaderConf, slotDir, UKI_DIR, ukiFileName, type EntrySpec } from './entries.ts';
 
 /** Where systemd-boot 252 enrols Secure Boot keys from (`secure-boot-enroll`). */
 export const SECURE_BOOT_KEYS_DIR = 'loader/keys/auto';
 
-/**
- * The files every slot shares on the ESP, as build artifacts and installer payload files (so
- * a disk installed or upgraded from a registry image gets what the build's disk.raw has):
- * systemd-boot as the ESP holds it (signed with the db key under Secure Boot), loader.conf,
- * and the Secure Boot keys systemd-boot enrols, when the build has them. systemd-boot's name
- * carries the architecture (systemd-bootx64.efi, systemd-bootaa64.efi: builder/arch.ts).
- */
-export const bootLoaderArtifact = (arch: string) => efiNames(arch).systemdBoot;
-export const BOOT_LOADER_ARTIFACTS = BUILD_ARCHES.map(bootLoaderArtifact);
-export const LOADER_CONF_ARTIFACT = 'loader.conf';
-export const AUTH_NAMES = ['PK', 'KEK', 'db'] as const;
-export const authArtifact = (k: (typeof AUTH_NAMES)[number]) => `${k}.auth`;
-export const BOOT_ARTIFACTS = [...BOOT_LOADER_ARTIFACTS, LOADER_CONF_ARTIFACT, ...AUTH_NAMES.map(authArtifact)];
 /** Where systemd-boot goes: the removable-media path the firmware starts, and systemd's own. */
 export function bootLoaderPaths(arch: string): [string, string] {
   const n = efiNames(arch);
@@ -81,7 +69,7 @@ export function buildEspTree(spec: EspSpec): FileTree {
   return t;
 }
 
-/** The shared boot files of an ESP by artifact name (see BOOT_ARTIFACTS); the keys only when systemd-boot is to enrol them. */
+/** The shared boot files of an ESP by artifact name (BOOT_ARTIFACTS in builder/release/artifacts.ts); the keys only when systemd-boot is to enrol them. */
 export function espBootFiles(spec: Pick<EspSpec, 'arch' | 'systemdBoot' | 'timeout' | 'secureBoot'>): Partial<Record<string, Content>> {
   const enroll = spec.secureBoot && spec.secureBoot.enroll !== 'off' && spec.secureBoot.auth ? spec.secureBoot.enroll : undefined;
   const out: Partial<Record<string, Content>> = {

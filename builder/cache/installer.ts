@@ -1,6 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildDigest, describeLayout, loadBuildJson, type InstallerImage, type LayerBlob, type LayerCache } from '../oci/installer-image.ts';
+import { buildDigest, loadBuildJson } from '../release/build-json.ts';
+import { describeLayout, type InstallerImage, type LayerBlob, type LayerCache } from '../release/installer-image.ts';
 import { blobPath } from '../oci/layout.ts';
 import { readContent, type Content } from '../tree/content.ts';
 import { sha256Hex } from '../util/hash.ts';

@@ -6,6 +6,7 @@ import type { SourceRecord } from '../inputs/index.ts';
 import { stepEnv, type BuildCtx, type Step, type ValueName, type Values } from '../steps/step.ts';
 import { hostFileContent, readContent, type Content } from '../tree/content.ts';
 import { OssifyError } from '../util/errors.ts';
+import { DISK } from '../release/artifacts.ts';
 import { canonicalJson, sha256Hex } from '../util/hash.ts';
 import { identifyProfile, type IdentifiedProfile } from './identity.ts';
 import { builderIdentity, CACHE_FORMAT, stageKey } from './key.ts';
@@ -27,7 +28,7 @@ import { isSparse, StageCache, type FileOutput, type SparseOutput, type StageRec
  */
 
 /** Build-directory files kept as chunks (all but a few MiB of them are holes). */
-const SPARSE = new Set(['disk.raw']);
+const SPARSE = new Set([DISK]);
 /** Names of values that must never be written to a cache (or a registry). */
 const SECRET = /secret|key|secureboot|signer|password|token|credential/i;
 // `outputs` is read by no step: the image formats are written after the steps, uncached.

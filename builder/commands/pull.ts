@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { progressReporter } from '../oci/progress.ts';
-import { pullRelease } from '../oci/pull.ts';
+import { PAYLOAD_REQUIRED, RELEASE_JSON } from '../release/artifacts.ts';
+import { pullRelease } from '../release/pull.ts';
 import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
-export { pullRelease, type PullOptions, type PullResult } from '../oci/pull.ts';
+export { pullRelease, type PullOptions, type PullResult } from '../release/pull.ts';
 
 interface PullFlags extends RegistryFlags {
   output: string;
@@ -18,7 +19,7 @@ export function registerPullCommand(program: Command): void {
       .command('pull')
       .description('fetch an installer image by digest, verify every byte, and write its payload files and release.json to a directory')
       .argument('<ref>', 'REPO@sha256:DIGEST, as printed by ossify push')
-      .requiredOption('-o, --output <dir>', 'directory for rootfs.squashfs, vmlinuz, initramfs.img and release.json')
+      .requiredOption('-o, --output <dir>', `directory for ${PAYLOAD_REQUIRED.join(', ')} and ${RELEASE_JSON}`)
       .option('--arch <arch>', 'architecture to take from a multi-arch index (default: this machine)')
       .option('--json', 'print the result (digests, release, files, statistics) as JSON'),
   )

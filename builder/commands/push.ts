@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { InputError } from '../util/errors.ts';
 import { progressReporter } from '../oci/progress.ts';
-import { pushBuilds } from '../oci/push.ts';
+import { pushBuilds } from '../release/push.ts';
 import { addRegistryOptions, registryOptions, type RegistryFlags } from './registry-flags.ts';
 
-export { pushBuild, pushBuilds, type PushOptions, type PushResult } from '../oci/push.ts';
+export { pushBuild, pushBuilds, type PushOptions, type PushResult } from '../release/push.ts';
 
 interface PushFlags extends RegistryFlags {
   json?: boolean;

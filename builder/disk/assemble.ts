@@ -21,8 +21,8 @@ export interface DiskSpec {
   layout: DiskLayout;
   esp: { tree: FileTree; label: string; serial: number };
   /**
-   * Raw images written into partitions, by label: a file written at the start (ROOT-A →
-   * rootfs.squashfs), or files at offsets (the squashfs at 0, its dm-verity tree after it).
+   * Raw images written into partitions, by label: a file written at the start (ROOT-A → the
+   * root image), or files at offsets (the squashfs at 0, its dm-verity tree after it).
    */
   images: Record<string, string | PartitionPiece[]>;
   /** Filled with the byte ranges written (everything else is a hole), sorted and merged. */

@@ -1,11 +1,7 @@
 import { archInfo } from '../arch.ts';
 import { derivedGuid } from '../util/guid.ts';
+import { PARTITION_TYPES } from '../formats/gpt.ts';
 
-/** GPT partition type GUIDs (Discoverable Partitions Specification); root types are per architecture (builder/arch.ts). */
-export const PARTITION_TYPES = {
-  esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
-  linuxData: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
-} as const;
 
 export interface PartitionSpec {
   label: string;

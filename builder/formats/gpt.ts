@@ -11,6 +11,12 @@ import { InputError, OssifyError } from '../util/errors.ts';
  */
 
 export const SECTOR = 512;
+
+/** GPT partition type GUIDs (Discoverable Partitions Specification); root types are per architecture (builder/arch.ts). */
+export const PARTITION_TYPES = {
+  esp: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  linuxData: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
+} as const;
 const ENTRY_COUNT = 128;
 const ENTRY_SIZE = 128;
 const ENTRIES_BYTES = ENTRY_COUNT * ENTRY_SIZE;

@@ -1,7 +1,6 @@
 import type { Content } from '../tree/content.ts';
 import type { BlockSink } from '../util/sink.ts';
-import { gptRegions, SECTOR, type GptPartition } from './gpt.ts';
-import { PARTITION_TYPES } from '../disk/layout.ts';
+import { gptRegions, PARTITION_TYPES, SECTOR, type GptPartition } from './gpt.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { AUTH_NAMES, authArtifact, BOOT_ARTIFACTS, bootLoaderArtifact, bootLoaderPaths, LOADER_CONF_ARTIFACT, LOADER_CONF_PATH, SECURE_BOOT_KEYS_DIR } from '../boot/esp.ts';
-import { ukiArtifact } from '../boot/entries.ts';
+import { bootLoaderPaths, LOADER_CONF_PATH, SECURE_BOOT_KEYS_DIR } from '../boot/esp.ts';
+import { AUTH_NAMES, authArtifact, BOOT_ARTIFACTS, bootLoaderArtifact, LOADER_CONF_ARTIFACT, ukiArtifact } from '../release/artifacts.ts';
 import { parseAuthVariable, peSigners, signatureListCertificates, type PeSigner } from '../boot/secureboot/index.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
@@ -11,7 +11,7 @@ import type { ReleaseSource } from './release.ts';
 
 /**
  * The ESP's shared boot files as a release carries them (build artifacts, installer payload
- * files: BOOT_ARTIFACTS in builder/boot/esp.ts) and as `upgrade` brings a disk's up to date:
+ * files: BOOT_ARTIFACTS in builder/release/artifacts.ts) and as `upgrade` brings a disk's up to date:
  * systemd-boot (EFI/BOOT/BOOTX64.EFI and EFI/systemd/systemd-bootx64.efi on x86-64), loader.conf and the
  * Secure Boot keys systemd-boot enrols (loader/keys/auto/{PK,KEK,db}.auth).
  *

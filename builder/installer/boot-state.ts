@@ -1,5 +1,7 @@
 import { extraArguments, parseEntryFileName, parseUkiFileName, slotDir, SLOTS, UKI_DIR, ENTRY_SORT_KEY, type EntryState, type Slot } from '../boot/entries.ts';
 import { readUki } from '../boot/uki.ts';
+import { RELEASE_JSON, ROOTFS } from '../release/artifacts.ts';
+import { parseRelease } from '../release/release-json.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
 
 /**
@@ -48,7 +50,7 @@ export interface SlotRecord {
   /** The installer image it came from, when installed from one. */
   image?: string;
   /** Where this came from: the slot's release.json, or only the entry's title. */
-  source: 'release.json' | 'entry-title';
+  source: typeof RELEASE_JSON | 'entry-title';
 }
 
 export interface SlotState {
@@ -160,30 +162,21 @@ export function compareEntries(a: SlotEntry, b: SlotEntry): number {
 }
 
 async function readSlotRecord(esp: FatEditor, slot: Slot): Promise<SlotRecord | undefined> {
-  const path = `${slotDir(slot)}/release.json`;
+  const path = `${slotDir(slot)}/${RELEASE_JSON}`;
   if (!(await esp.stat(path))) return undefined;
   try {
-    const r = JSON.parse(Buffer.from(await esp.readFile(path)).toString('utf8')) as {
-      name?: unknown;
-      version?: unknown;
-      arch?: unknown;
-      profileDigest?: unknown;
-      roothash?: unknown;
-      image?: unknown;
-      artifacts?: Record<string, { sha256?: unknown; size?: unknown }>;
-    };
-    if (typeof r.name !== 'string' || typeof r.version !== 'string') return undefined;
-    const root = r.artifacts?.['rootfs.squashfs'];
+    // The release's own release.json, plus the image it was pulled from (upgrade's slotReleaseJson).
+    const r = parseRelease(Buffer.from(await esp.readFile(path)).toString('utf8'), path);
+    const root = r.artifacts[ROOTFS];
     return {
       name: r.name,
       version: r.version,
-      ...(typeof r.arch === 'string' ? { arch: r.arch } : {}),
-      ...(typeof r.profileDigest === 'string' ? { profileDigest: r.profileDigest } : {}),
-      ...(typeof r.roothash === 'string' ? { roothash: r.roothash.replace(/^sha256:/, '') } : {}),
-      ...(typeof root?.sha256 === 'string' ? { rootfsSha256: root.sha256.replace(/^sha256:/, '') } : {}),
-      ...(typeof root?.size === 'number' ? { rootfsSize: root.size } : {}),
+      arch: r.arch,
+      profileDigest: r.profileDigest,
+      ...(r.roothash !== undefined ? { roothash: r.roothash.replace(/^sha256:/, '') } : {}),
+      ...(root ? { rootfsSha256: root.sha256, rootfsSize: root.size } : {}),
       ...(typeof r.image === 'string' ? { image: r.image } : {}),
-      source: 'release.json',
+      source: RELEASE_JSON,
     };
   } catch {
     return undefined;

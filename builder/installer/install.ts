@@ -1,13 +1,12 @@
 import { open, stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { buildEspTree } from '../boot/esp.ts';
-import { ukiArtifact } from '../boot/entries.ts';
 import { abLayout, diskSizeFor, MiB, STATE_SEED_AREA, type DiskLayout } from '../disk/layout.ts';
 import { assembleDisk } from '../disk/assemble.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
 import { planPartitions, readGpt, writeGpt } from '../formats/gpt.ts';
 import { bytesContent, hostFileContent } from '../tree/content.ts';
-import { SITE_ARTIFACT } from '../oci/installer-image.ts';
+import { INITRAMFS, KERNEL, ROOTFS, ROOTFS_VERITY, SITE_SEED, ukiArtifact } from '../release/artifacts.ts';
 import { InputError } from '../util/errors.ts';
 import { seedRoom } from '../site/data.ts';
 import { bootSettingsOfSource, loadSystemdBoot, NO_BOOT_RECORD } from './boot-settings.ts';
@@ -100,7 +99,7 @@ function chooseLayout(c: Ctx): DiskLayout {
   const r = src.release;
   // The release's build's sizes (a release made by an older ossify names none: the schema's defaults).
   const esp = roundMiB(opts.espSize ?? r.disk?.esp ?? SCHEMA_DEFAULTS.esp);
-  const minRoot = Math.max(r.requirements.minRootSlotSize, r.artifacts['rootfs.squashfs']!.size);
+  const minRoot = Math.max(r.requirements.minRootSlotSize, r.artifacts[ROOTFS]!.size);
   const root = roundMiB(opts.rootSize ?? r.disk?.root ?? Math.max(SCHEMA_DEFAULTS.root, 2 * minRoot));
   const total = c.diskSize ?? opts.size;
   let state: number;
@@ -137,7 +136,7 @@ async function espTree(c: Ctx, log: (line: string) => void): Promise<ReturnType<
     systemdBoot: bytesContent(systemdBoot, 'systemd-boot'),
     ...(c.uki
       ? { uki: hostFileContent(src.path(ukiArtifact('a')), a[ukiArtifact('a')]!.size) }
-      : { kernel: hostFileContent(src.path('vmlinuz'), a['vmlinuz']!.size), initramfs: hostFileContent(src.path('initramfs.img'), a['initramfs.img']!.size) }),
+      : { kernel: hostFileContent(src.path(KERNEL), a[KERNEL]!.size), initramfs: hostFileContent(src.path(INITRAMFS), a[INITRAMFS]!.size) }),
     entry: { slot: 'a', generation: 1, name: src.release.name, version: src.release.version, cmdline: cmdline ?? '', ...(c.verity ? { verity: c.verity } : {}) },
     timeout: opts.timeout ?? built.timeout ?? 0,
     epoch: src.epoch,
@@ -160,9 +159,9 @@ async function writeInPlace(c: Ctx, log: (line: string) => void): Promise<void> 
   await disk.write(disk.size - 33 * 512, zeros.subarray(0, 33 * 512));
   await disk.sync();
   const rootA = at('ROOT-A');
-  await writeRootImage(disk, rootA, src.path('rootfs.squashfs'), src.release.artifacts['rootfs.squashfs']!.size);
-  if (c.verity) await writeSlotVerity(disk, rootA.offset, src.release.artifacts['rootfs.squashfs']!.size, c.verity);
-  log(`ROOT-A: ${src.release.artifacts['rootfs.squashfs']!.size} bytes${c.verity ? ' and its verity tree' : ''}`);
+  await writeRootImage(disk, rootA, src.path(ROOTFS), src.release.artifacts[ROOTFS]!.size);
+  if (c.verity) await writeSlotVerity(disk, rootA.offset, src.release.artifacts[ROOTFS]!.size, c.verity);
+  log(`ROOT-A: ${src.release.artifacts[ROOTFS]!.size} bytes${c.verity ? ' and its verity tree' : ''}`);
   // Whatever an earlier life of the disk left at the start of these must not be mistaken for
   // content: on STATE that is the seed area and the head of the /var file system behind it
   // (rootfs.os.var: state), so a reinstalled machine starts with an empty /var.
@@ -241,11 +240,11 @@ function steps(): InstallerStep<Ctx>[] {
           esp: { tree: c.esp!, label: 'OSSIFY-ESP', serial: serialFrom(diskDigest(c.opts.source)) },
           images: {
             'ROOT-A': [
-              { path: c.opts.source.path('rootfs.squashfs'), offset: 0 },
-              ...(c.verity ? [{ path: c.opts.source.path('rootfs.verity'), offset: c.verity.hashOffset }] : []),
+              { path: c.opts.source.path(ROOTFS), offset: 0 },
+              ...(c.verity ? [{ path: c.opts.source.path(ROOTFS_VERITY), offset: c.verity.hashOffset }] : []),
             ],
             // fleet: the seed is part of the new image before it gets its final name.
-            ...(c.seed ? { STATE: [{ path: c.opts.source.path(SITE_ARTIFACT), offset: 0 }] } : {}),
+            ...(c.seed ? { STATE: [{ path: c.opts.source.path(SITE_SEED), offset: 0 }] } : {}),
           },
         });
         log(`${c.opts.disk}: ${diskSizeFor(c.layout!)} bytes${c.seed ? `, site ${c.seed.name ?? '(unnamed)'} in STATE` : ''}`);

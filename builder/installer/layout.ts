@@ -1,7 +1,7 @@
 import { readGpt, SECTOR } from '../formats/gpt.ts';
 import { rootLabel, SLOTS, type Slot } from '../boot/entries.ts';
 import { archByRootType } from '../arch.ts';
-import { PARTITION_TYPES } from '../disk/layout.ts';
+import { PARTITION_TYPES } from '../formats/gpt.ts';
 import { InputError } from '../util/errors.ts';
 import { openDisk, type Disk } from './disk.ts';
 

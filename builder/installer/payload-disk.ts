@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { writeTar, type TarEntry } from '../formats/tar.ts';
 import { hostFileContent, textContent } from '../tree/content.ts';
-import { INSTALL_SCRIPT, PAYLOAD_DIR } from '../oci/installer-image.ts';
+import { INSTALL_SCRIPT, PAYLOAD_DIR } from '../release/installer-image.ts';
 import { DEVICE_SCRIPT } from './device-script.ts';
 import type { ReleaseSource } from './release.ts';
 

@@ -1,8 +1,10 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { encodeRelease, loadBuildJson, parseRelease, PAYLOAD_REQUIRED, releasesOfBuild, rfc3339, type BuildJson, type Release } from '../oci/installer-image.ts';
-import { pullRelease } from '../oci/pull.ts';
+import { BUILD_JSON, PAYLOAD_REQUIRED, RELEASE_JSON, ROOTFS } from '../release/artifacts.ts';
+import { loadBuildJson, type BuildJson } from '../release/build-json.ts';
+import { pullRelease } from '../release/pull.ts';
+import { encodeRelease, parseRelease, releasesOfBuild, rfc3339, type Release } from '../release/release-json.ts';
 import { parseReference, repoName } from '../oci/reference.ts';
 import { RegistryClient, type RegistryClientOptions } from '../oci/registry.ts';
 import { sha256File } from '../util/hash.ts';
@@ -10,7 +12,7 @@ import { InputError } from '../util/errors.ts';
 import { normaliseArch } from '../arch.ts';
 
 /**
- * A release source: a directory holding `rootfs.squashfs`, `vmlinuz`, `initramfs.img` and
+ * A release source: a directory holding the payload files (PAYLOAD_REQUIRED and the others) and
  * the record that pins them (`release.json` as `ossify pull` writes it, or the `build.json`
  * of a build output). `--image` pulls into a temporary directory and then is the same thing.
  * Nothing from a source is used before `verifyRelease` has checked it against its record.
@@ -35,7 +37,7 @@ const hexOf = (s: string) => s.replace(/^sha256:/, '');
 /** The release.json a build output's installer image would carry, byte for byte. */
 export function releaseFromBuild(build: BuildJson, origin: string): Release {
   if (build.epoch === undefined) throw new InputError(`${origin}: build.json has no epoch`);
-  return releasesOfBuild(build, rfc3339(build.epoch), `${origin}/build.json`).release;
+  return releasesOfBuild(build, rfc3339(build.epoch), `${origin}/${BUILD_JSON}`).release;
 }
 
 function epochOf(release: Release, origin: string): number {
@@ -59,15 +61,15 @@ export async function openReleaseDir(dirArg: string): Promise<ReleaseSource> {
   let release: Release;
   let build: BuildJson | undefined;
   let releaseJson: string;
-  if (await exists(join(dir, 'release.json'))) {
-    const text = await readFile(join(dir, 'release.json'), 'utf8');
+  if (await exists(join(dir, RELEASE_JSON))) {
+    const text = await readFile(join(dir, RELEASE_JSON), 'utf8');
     try {
       release = parseRelease(text, dirArg);
     } catch (err) {
       throw new InputError((err as Error).message, { cause: err });
     }
     releaseJson = text;
-  } else if (await exists(join(dir, 'build.json'))) {
+  } else if (await exists(join(dir, BUILD_JSON))) {
     build = await loadBuildJson(dir);
     release = releaseFromBuild(build, dirArg);
     releaseJson = encodeRelease(release);
@@ -145,7 +147,7 @@ export async function verifyRelease(src: ReleaseSource, target: ReleaseTarget): 
   if (normaliseArch(r.arch) !== normaliseArch(target.arch)) {
     throw new InputError(`${r.name} ${r.version} is built for ${r.arch}, but the disk is ${target.arch}`, { hint: 'use the release built for this machine\'s architecture' });
   }
-  const need = Math.max(r.requirements.minRootSlotSize, r.artifacts['rootfs.squashfs']!.size);
+  const need = Math.max(r.requirements.minRootSlotSize, r.artifacts[ROOTFS]!.size);
   if (need > target.rootSlotSize) {
     throw new InputError(`${r.name} ${r.version} needs a ${need}-byte root slot, but the disk's slots are ${target.rootSlotSize} bytes`, {
       hint: 'install onto a disk with larger root slots (disk.root in the profile)',

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { SITE_ARTIFACT } from '../oci/installer-image.ts';
+import { SITE_SEED } from '../release/artifacts.ts';
 import { readTar } from '../formats/tar.ts';
 import { seedPendingBlock, seedProblem, SITE_ENV_PATH, SITE_SEED_PARTITION, seedRoom, siteNameOfEnv, stateSeedKind, type StateSeedKind } from '../site/data.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
@@ -61,12 +61,12 @@ export async function seedSiteName(seed: Uint8Array): Promise<string | undefined
 
 /** `site.tar` of a release, when it has one: the bytes verifyRelease checked, hashed again as read. */
 export async function releaseSeed(src: ReleaseSource): Promise<ReleaseSeed | undefined> {
-  const want = src.release.artifacts[SITE_ARTIFACT];
+  const want = src.release.artifacts[SITE_SEED];
   if (!want) return undefined;
-  const bytes = await readFile(src.path(SITE_ARTIFACT));
-  if (bytes.length !== want.size || sha(bytes) !== hexOf(want.sha256)) throw new InputError(`${src.dir}/${SITE_ARTIFACT} changed after it was verified`);
+  const bytes = await readFile(src.path(SITE_SEED));
+  if (bytes.length !== want.size || sha(bytes) !== hexOf(want.sha256)) throw new InputError(`${src.dir}/${SITE_SEED} changed after it was verified`);
   const problem = seedProblem(bytes);
-  if (problem) throw new InputError(`${src.release.name} ${src.release.version}: ${SITE_ARTIFACT} cannot be a site seed: ${problem}`, { hint: 'rebuild the site with ossify build' });
+  if (problem) throw new InputError(`${src.release.name} ${src.release.version}: ${SITE_SEED} cannot be a site seed: ${problem}`, { hint: 'rebuild the site with ossify build' });
   return { bytes, name: await seedSiteName(bytes) };
 }
 

@@ -1,4 +1,5 @@
 import { parseVerityCmdline, rootLabel, SLOTS, type Slot } from '../boot/entries.ts';
+import type { RELEASE_JSON } from '../release/artifacts.ts';
 import { describeCounting, readBootState, type SlotState } from './boot-state.ts';
 import { openDisk, partitionIo, type Disk } from './disk.ts';
 import { openEsp } from './esp.ts';
@@ -46,7 +47,7 @@ export interface SlotStatus {
         arch?: string;
         profileDigest?: string;
         image?: string;
-        recordedIn: 'release.json' | 'entry-title';
+        recordedIn: typeof RELEASE_JSON | 'entry-title';
         /** With --verify: whether the partition holds the recorded root image. */
         verified?: boolean;
       }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { entryConf, entryFileName, rootLabel, slotDir, UKI_DIR, ukiArtifact, ukiFileName, type Slot } from '../boot/entries.ts';
+import { entryConf, entryFileName, rootLabel, slotDir, UKI_DIR, ukiFileName, type Slot } from '../boot/entries.ts';
+import { INITRAMFS, KERNEL, RELEASE_JSON, ROOTFS, ukiArtifact } from '../release/artifacts.ts';
 import type { FatEditor } from '../formats/fat/mutate.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { seedRoom } from '../site/data.ts';
@@ -28,7 +29,7 @@ import { checkReleaseVerity, releaseVerity, verifySlotVerity, writeSlotVerity, t
  *                    already the next boot (a rerun after the switch).
  *  3. clean-esp      drop leftovers of an interrupted run (temp files, leaked clusters).
  *  4. retire-entry   delete every loader entry of the target slot, and its release.json.
- *  5. write-root     copy rootfs.squashfs into ROOT-<target>; with dm-verity, then zeros to
+ *  5. write-root     copy the root image into ROOT-<target>; with dm-verity, then zeros to
  *                    the next 4 KiB and rootfs.verity (superblock + hash tree) there.
  *  6. verify-root    read it back from the disk and compare the sha256; with dm-verity,
  *                    recompute the hash tree over what the partition returns and compare
@@ -219,13 +220,13 @@ function steps(): InstallerStep<Ctx>[] {
         }
         // Only the ESP, the target root partition and (for site data) STATE may be written.
         const stateRange = c.seed ? [{ ...c.layout.state!, label: 'STATE' }] : [];
-        const rootSha = hexOf(r.artifacts['rootfs.squashfs']!.sha256);
+        const rootSha = hexOf(r.artifacts[ROOTFS]!.sha256);
         if (active && !c.opts.runningSlot) {
           const s = state.slots[active];
           let same = s.record?.version === r.version && s.record.name === r.name;
           if (same && s.record?.rootfsSha256 === undefined) {
             // A slot written by `ossify build` or `install` records no digest on the ESP: read it.
-            same = (await hashDiskRange(c.disk, c.layout.roots[active].offset, r.artifacts['rootfs.squashfs']!.size)) === rootSha;
+            same = (await hashDiskRange(c.disk, c.layout.roots[active].offset, r.artifacts[ROOTFS]!.size)) === rootSha;
           } else if (same) {
             same = s.record?.rootfsSha256 === rootSha;
           }
@@ -272,14 +273,14 @@ function steps(): InstallerStep<Ctx>[] {
         // Room on the ESP: what is free now plus what the target's old files and leftovers give back.
         const sizes = c.uki
           ? [r.artifacts[ukiArtifact(target)]!.size, Buffer.byteLength(slotReleaseJson(c.opts.source))]
-          : [r.artifacts['vmlinuz']!.size, r.artifacts['initramfs.img']!.size, Buffer.byteLength(slotReleaseJson(c.opts.source)), Buffer.byteLength(c.entryText!)];
+          : [r.artifacts[KERNEL]!.size, r.artifacts[INITRAMFS]!.size, Buffer.byteLength(slotReleaseJson(c.opts.source)), Buffer.byteLength(c.entryText!)];
         // The ESP's shared boot files, when the release carries them; refused here if a firmware enforcing Secure Boot could not follow.
         const bootFiles = await releaseBootFiles(c.opts.source);
         c.boot = bootFiles ? await planBootFiles(c.esp, bootFiles, { active: active ? state.slots[active].entry : undefined, release: `${r.name} ${r.version}` }) : undefined;
         if (!bootFiles) log('the release carries no boot loader (an installer image made by an older ossify): the disk\'s systemd-boot and loader.conf stay as they are');
         const need = sizes.reduce((n, s) => n + c.esp.allocationFor(s), 0) + 4 * c.esp.allocationFor(1) + (c.boot?.need ?? 0);
         let freed = 0;
-        for (const path of [...['vmlinuz', 'initrd.img', 'release.json'].map((f) => `${slotDir(target)}/${f}`), ...state.slots[target].entries.map((e) => e.path), ...state.leftovers]) {
+        for (const path of [...['vmlinuz', 'initrd.img', RELEASE_JSON].map((f) => `${slotDir(target)}/${f}`), ...state.slots[target].entries.map((e) => e.path), ...state.leftovers]) {
           const st = await c.esp.stat(path);
           if (st) freed += c.esp.allocationFor(st.size);
         }
@@ -317,12 +318,12 @@ function steps(): InstallerStep<Ctx>[] {
       name: 'write-root',
       when: live,
       async run(c, log) {
-        const a = c.opts.source.release.artifacts['rootfs.squashfs']!;
+        const a = c.opts.source.release.artifacts[ROOTFS]!;
         const part = c.layout.roots[c.target!];
         if (c.verity && c.verity.hashOffset + c.verity.tree.length > part.size) {
           throw new InputError(`the root image and its verity tree (${c.verity.hashOffset + c.verity.tree.length} bytes) do not fit ${rootLabel(c.target!)} (${part.size} bytes)`);
         }
-        await writeRootImage(c.disk, { ...part, label: rootLabel(c.target!) }, c.opts.source.path('rootfs.squashfs'), a.size);
+        await writeRootImage(c.disk, { ...part, label: rootLabel(c.target!) }, c.opts.source.path(ROOTFS), a.size);
         if (c.verity) await writeSlotVerity(c.disk, part.offset, a.size, c.verity);
         log(`${a.size} bytes${c.verity ? `, verity tree ${c.verity.tree.length} bytes at ${c.verity.hashOffset}` : ''}`);
       },
@@ -331,7 +332,7 @@ function steps(): InstallerStep<Ctx>[] {
       name: 'verify-root',
       when: live,
       async run(c) {
-        const a = c.opts.source.release.artifacts['rootfs.squashfs']!;
+        const a = c.opts.source.release.artifacts[ROOTFS]!;
         const got = await hashDiskRange(c.disk, c.layout.roots[c.target!].offset, a.size);
         if (got !== hexOf(a.sha256)) throw new OssifyError(`${rootLabel(c.target!)} reads back as sha256 ${got}, ${hexOf(a.sha256)} was written: the disk is failing`);
         if (c.verity) await verifySlotVerity(c.disk, { offset: c.layout.roots[c.target!].offset, label: rootLabel(c.target!) }, c.verity);
@@ -346,8 +347,8 @@ function steps(): InstallerStep<Ctx>[] {
         for (const f of ['vmlinuz', 'initrd.img']) await c.esp.remove(`${dir}/${f}`);
         await c.esp.mkdirp(dir, { mtime });
         if (!c.uki) {
-          await putFileAtomic(c.esp, `${dir}/vmlinuz`, await readFileBytes(c.opts.source.path('vmlinuz')), mtime);
-          await putFileAtomic(c.esp, `${dir}/initrd.img`, await readFileBytes(c.opts.source.path('initramfs.img')), mtime);
+          await putFileAtomic(c.esp, `${dir}/vmlinuz`, await readFileBytes(c.opts.source.path(KERNEL)), mtime);
+          await putFileAtomic(c.esp, `${dir}/initrd.img`, await readFileBytes(c.opts.source.path(INITRAMFS)), mtime);
         }
         await putFileAtomic(c.esp, `${dir}/release.json`, Buffer.from(slotReleaseJson(c.opts.source)), mtime);
         log(c.uki ? `${dir}/release.json` : `${dir}/{vmlinuz,initrd.img,release.json}`);

@@ -4,10 +4,11 @@ import { computeVerity, computeVerityOfRange, decodeVeritySuperblock, slotHashOf
 import { InputError, OssifyError } from '../util/errors.ts';
 import type { Disk } from './disk.ts';
 import type { ReleaseSource } from './release.ts';
+import { ROOTFS, ROOTFS_VERITY } from '../release/artifacts.ts';
 
 /**
  * dm-verity for the installers. A release with `rootfs.verity` (superblock + hash tree) and a
- * `roothash` in its release.json goes into a slot as: the squashfs at 0, zeros to the next
+ * `roothash` in its release.json goes into a slot as: the root image at 0, zeros to the next
  * 4 KiB, the verity data at that offset (`slotHashOffset`). The entry's command line then
  * pins the root hash and the numbers the initramfs maps the slot with.
  *
@@ -27,25 +28,25 @@ const hexOf = (s: string) => s.replace(/^sha256:/, '');
 /** The release's verity parameters, checked against its squashfs; undefined for a release without verity. */
 export async function releaseVerity(src: ReleaseSource): Promise<ReleaseVerity | undefined> {
   const r = src.release;
-  const art = r.artifacts['rootfs.verity'];
+  const art = r.artifacts[ROOTFS_VERITY];
   if (!art) {
-    if (r.roothash !== undefined) throw new InputError(`${r.name} ${r.version} names a root hash but ships no rootfs.verity`);
+    if (r.roothash !== undefined) throw new InputError(`${r.name} ${r.version} names a root hash but ships no ${ROOTFS_VERITY}`);
     return undefined;
   }
   if (r.roothash === undefined || !/^[0-9a-f]{64}$/.test(hexOf(r.roothash))) {
     throw new InputError(`${r.name} ${r.version} ships rootfs.verity but release.json has no sha256 roothash to pin it`);
   }
   const rootHash = hexOf(r.roothash);
-  const tree = new Uint8Array(await readFile(src.path('rootfs.verity')));
+  const tree = new Uint8Array(await readFile(src.path(ROOTFS_VERITY)));
   if (tree.length < VERITY_SUPERBLOCK_SIZE) throw new InputError(`${src.dir}/rootfs.verity is ${tree.length} bytes: no verity superblock`);
   const sb = decodeVeritySuperblock(tree);
   if (sb.algorithm !== 'sha256' || sb.dataBlockSize !== 4096 || sb.hashBlockSize !== 4096 || sb.version !== 1 || sb.hashType !== 1) {
     throw new InputError(`${src.dir}/rootfs.verity is not a verity format 1, sha256, 4096-byte-block tree (ossify's layout)`);
   }
-  const size = r.artifacts['rootfs.squashfs']!.size;
+  const size = r.artifacts[ROOTFS]!.size;
   const hashOffset = slotHashOffset(size);
   if (sb.dataBlocks !== hashOffset / 4096) {
-    throw new InputError(`${src.dir}/rootfs.verity covers ${sb.dataBlocks} blocks, but rootfs.squashfs has ${hashOffset / 4096}`);
+    throw new InputError(`${src.dir}/${ROOTFS_VERITY} covers ${sb.dataBlocks} blocks, but ${ROOTFS} has ${hashOffset / 4096}`);
   }
   const salt = Buffer.from(sb.salt).toString('hex');
   const recorded = src.build?.verity as { hashOffset?: unknown; salt?: unknown } | undefined;
@@ -57,11 +58,11 @@ export async function releaseVerity(src: ReleaseSource): Promise<ReleaseVerity |
 
 /** Recomputes the tree over the source squashfs: the shipped tree and root hash must be its own. */
 export async function checkReleaseVerity(src: ReleaseSource, v: ReleaseVerity): Promise<void> {
-  const got = await computeVerity(src.path('rootfs.squashfs'), { salt: Buffer.from(v.salt, 'hex'), hashOffset: v.hashOffset });
+  const got = await computeVerity(src.path(ROOTFS), { salt: Buffer.from(v.salt, 'hex'), hashOffset: v.hashOffset });
   if (got.rootHash !== v.rootHash) {
-    throw new InputError(`rootfs.squashfs hashes to verity root ${got.rootHash}, but the release pins ${v.rootHash}`, { hint: 'the release is inconsistent; rebuild or pull it again' });
+    throw new InputError(`${ROOTFS} hashes to verity root ${got.rootHash}, but the release pins ${v.rootHash}`, { hint: 'the release is inconsistent; rebuild or pull it again' });
   }
-  if (!Buffer.from(got.tree).equals(Buffer.from(v.tree))) throw new InputError('rootfs.verity is not the hash tree of rootfs.squashfs');
+  if (!Buffer.from(got.tree).equals(Buffer.from(v.tree))) throw new InputError(`${ROOTFS_VERITY} is not the hash tree of ${ROOTFS}`);
 }
 
 /**

@@ -2,8 +2,8 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { dirname, join } from 'node:path';
-import { loadBuildJson } from '../oci/installer-image.ts';
-import { bootLoaderArtifact } from '../boot/esp.ts';
+import { loadBuildJson } from '../release/build-json.ts';
+import { bootLoaderArtifact, DISK, INITRAMFS, KERNEL, ROOTFS } from '../release/artifacts.ts';
 import { cpioChunks, writeCpio } from '../formats/cpio.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
 import { writeIso, type IsoLayout } from '../formats/iso9660.ts';
@@ -27,7 +27,7 @@ const MIN_FAT = 34 * MiB;
 // The installer ISO is x86_64 for now (BIOS-free UEFI CD boot through OVMF; its console is ttyS0).
 const ISO_ARCH = 'x86_64';
 const BOOT_LOADER_ARTIFACT = bootLoaderArtifact(ISO_ARCH);
-const REQUIRED = ['disk.raw', 'rootfs.squashfs', 'vmlinuz', 'initramfs.img', BOOT_LOADER_ARTIFACT];
+const REQUIRED = [DISK, ROOTFS, KERNEL, INITRAMFS, BOOT_LOADER_ARTIFACT];
 
 export interface IsoResult {
   path: string;
@@ -120,7 +120,7 @@ export async function writeIsoFile(isoPath: string, src: IsoSource): Promise<Iso
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
   try {
-    const payload = await diskPayload(join(outDir, 'disk.raw'), join(work, 'disk.data'));
+    const payload = await diskPayload(join(outDir, DISK), join(work, 'disk.data'));
     const meta: Meta = { mode: 0o644, uid: 0, gid: 0, mtime: epoch };
     const dirMeta: Meta = { ...meta, mode: 0o755 };
     const tree = (files: Record<string, Content>, mode = 0o644) => {
@@ -153,7 +153,7 @@ export async function writeIsoFile(isoPath: string, src: IsoSource): Promise<Iso
     await writeCpioFile(payloadTree, payloadPath);
     // The live root: the release's root file system under /live of the initramfs.
     const livePath = join(work, 'live.img');
-    const reader = await SquashfsReader.open(join(outDir, 'rootfs.squashfs'));
+    const reader = await SquashfsReader.open(join(outDir, ROOTFS));
     try {
       await writeCpioFile(await liveTree(reader, dirMeta), livePath);
     } finally {
@@ -167,8 +167,8 @@ export async function writeIsoFile(isoPath: string, src: IsoSource): Promise<Iso
       'loader/loader.conf': textContent('timeout 3\ndefault ossify-install.conf\n'),
       'loader/entries/ossify-install.conf': textContent(entry(`Install ${build.name} ${build.version}`, '')),
       'loader/entries/ossify-live.conf': textContent(entry(`${build.name} ${build.version} (live, no install)`, ' ossify.live=1')),
-      'ossify/vmlinuz': await file('vmlinuz'),
-      'ossify/initrd.img': padded(await file('initramfs.img')),
+      'ossify/vmlinuz': await file(KERNEL),
+      'ossify/initrd.img': padded(await file(INITRAMFS)),
       'ossify/install.img': padded(bytesContent(installCpio)),
       'ossify/payload.img': padded(hostFileContent(payloadPath, (await stat(payloadPath)).size)),
       'ossify/live.img': padded(hostFileContent(livePath, (await stat(livePath)).size)),

@@ -2,6 +2,7 @@ import { SquashfsReader, type Inode } from '../formats/squashfs/reader.ts';
 import { FileTree, type Entry, type Meta } from '../tree/tree.ts';
 import type { Content } from '../tree/content.ts';
 import { OssifyError } from '../util/errors.ts';
+import { ROOTFS } from '../release/artifacts.ts';
 
 /** Where the live root sits in the installer's initramfs (the kernel unpacks every initrd there). */
 export const LIVE_DIR = 'live';
@@ -46,14 +47,14 @@ function entryFor(reader: SquashfsReader, path: string, inode: Inode, meta: Meta
     case 'socket':
       return { type: inode.kind, ...meta };
     default:
-      throw new OssifyError(`rootfs.squashfs: /${path} has an unknown kind`);
+      throw new OssifyError(`${ROOTFS}: /${path} has an unknown kind`);
   }
 }
 
 function squashfsContent(reader: SquashfsReader, path: string, inode: Inode): Content {
   return {
     size: inode.size!,
-    origin: `rootfs.squashfs:/${path}`,
+    origin: `${ROOTFS}:/${path}`,
     stream: () => reader.readFile(inode),
   };
 }

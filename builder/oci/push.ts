@@ -1,22 +1,13 @@
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { type Content, hostFileContent } from '../tree/content.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { sha256Hex } from '../util/hash.ts';
 import { BlobLocationCache } from './blob-cache.ts';
-import { type InstallerImage, buildDigest, buildInstallerImage, describeLayout, loadBuildJson } from './installer-image.ts';
 import { blobPath, encodeJson, readBlob, readIndex, readManifest } from './layout.ts';
-import { ANNOTATION, type Descriptor, type ImageIndex, MT } from './media-types.ts';
+import { type Descriptor, type ImageIndex, MT } from './media-types.ts';
 import { type ImageRef, parseReference, repoName } from './reference.ts';
 import { RegistryClient, type RegistryClientOptions, type RegistryStats, fileBlobSource, pushScope } from './registry.ts';
 
+/** How a layout's images are pushed; builder/release/push.ts adds how a build's installer image is made. */
 export interface PushOptions extends RegistryClientOptions {
-  /** Static busybox to build the image with; when absent an up-to-date `oci/` layout is pushed as it is. */
-  busybox?: Uint8Array | Content;
-  /** Where to read a static busybox when the layout must be (re)built and `busybox` is not given. */
-  busyboxPath?: string;
-  source?: string;
-  revision?: string;
   /** The blob-location cache file that enables cross-repository mounts; `false` keeps it in memory only. */
   blobCache?: string | false;
   /** Repositories of the same registry to try mounting blobs from, before the cache's guesses. */
@@ -46,39 +37,6 @@ export interface PushResult {
   tags: string[];
   images: PushedImage[];
   stats: RegistryStats;
-}
-
-async function busyboxFromPath(path: string): Promise<Content> {
-  const st = await stat(path).catch(() => undefined);
-  if (!st?.isFile()) {
-    throw new InputError(`no installer image in the build output and no busybox at ${path} to build one`, {
-      hint: 'apt-get install busybox-static, or pass --busybox PATH to a static busybox',
-    });
-  }
-  return hostFileContent(path, st.size);
-}
-
-/**
- * The installer image of a build output: the layout the build wrote when it still matches
- * build.json, else one built now (cached by its inputs, so repeating a push builds nothing).
- */
-export async function ensureInstallerImage(outDir: string, opts: PushOptions = {}): Promise<InstallerImage> {
-  const imageOpts = {
-    ...(opts.source !== undefined ? { source: opts.source } : {}),
-    ...(opts.revision !== undefined ? { revision: opts.revision } : {}),
-    ...(opts.env !== undefined ? { env: opts.env } : {}),
-  };
-  if (opts.busybox !== undefined) return buildInstallerImage(outDir, { busybox: opts.busybox, ...imageOpts });
-  if (opts.source === undefined && opts.revision === undefined) {
-    const build = await loadBuildJson(outDir);
-    const layoutDir = join(outDir, 'oci');
-    const idx = await readIndex(layoutDir).catch(() => undefined);
-    if (idx?.annotations?.[ANNOTATION.ossifyBuild] === buildDigest(build)) {
-      const img = await describeLayout(layoutDir, true).catch(() => undefined);
-      if (img) return img;
-    }
-  }
-  return buildInstallerImage(outDir, { busybox: await busyboxFromPath(opts.busyboxPath ?? '/bin/busybox'), ...imageOpts });
 }
 
 async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -133,7 +91,7 @@ async function openCache(opts: PushOptions): Promise<BlobLocationCache> {
   return BlobLocationCache.open(opts.blobCache ?? BlobLocationCache.defaultPath(opts.env));
 }
 
-function parseTarget(refStr: string): ImageRef {
+export function parseTarget(refStr: string): ImageRef {
   const ref = parseReference(refStr);
   if (ref.digest !== undefined) {
     throw new InputError(`push target ${refStr} names a digest; the digest is the result of a push`, { hint: 'push to REPO or REPO:TAG' });
@@ -141,8 +99,17 @@ function parseTarget(refStr: string): ImageRef {
   return ref;
 }
 
+export interface LayoutImage {
+  layoutDir: string;
+  /** The manifest's descriptor, as an index lists it. */
+  desc: Descriptor;
+  /** What the result names it by (a build output, or the layout). */
+  outDir: string;
+  cached: boolean;
+}
+
 /** Pushes blobs, then the manifest (or index) by digest, then the tag — so a tag never names an incomplete image. */
-async function pushTargets(ref: ImageRef, opts: PushOptions, items: { layoutDir: string; desc: Descriptor; outDir: string; cached: boolean }[], index?: (descs: Descriptor[]) => ImageIndex): Promise<PushResult> {
+export async function pushTargets(ref: ImageRef, opts: PushOptions, items: LayoutImage[], index?: (descs: Descriptor[]) => ImageIndex): Promise<PushResult> {
   const client = opts.client ?? (await RegistryClient.create(ref.registry, opts));
   try {
     await client.ping();
@@ -184,46 +151,6 @@ async function pushTargets(ref: ImageRef, opts: PushOptions, items: { layoutDir:
   } finally {
     if (!opts.client) await client.close();
   }
-}
-
-function layoutItem(img: InstallerImage, outDir: string) {
-  const { annotations: _drop, ...desc } = img.manifest;
-  return { layoutDir: img.layoutDir, desc, outDir, cached: img.cached };
-}
-
-/** Builds (if needed) and pushes the installer image of one build output. */
-export async function pushBuild(outDir: string, ref: string, opts: PushOptions = {}): Promise<PushResult> {
-  return pushBuilds([outDir], ref, opts);
-}
-
-/** Several build outputs (one per architecture) become an image index; one becomes a plain image. */
-export async function pushBuilds(outDirs: readonly string[], refStr: string, opts: PushOptions = {}): Promise<PushResult> {
-  if (outDirs.length === 0) throw new InputError('nothing to push: give at least one build output directory');
-  const ref = parseTarget(refStr);
-  const images: InstallerImage[] = [];
-  for (const d of outDirs) images.push(await ensureInstallerImage(d, opts));
-  const items = images.map((img, i) => layoutItem(img, outDirs[i]!));
-  if (images.length === 1) return pushTargets(ref, opts, items);
-
-  const seen = new Map<string, string>();
-  for (const [i, img] of images.entries()) {
-    const key = `${img.platform.os}/${img.platform.architecture}${img.platform.variant ? `/${img.platform.variant}` : ''}`;
-    if (seen.has(key)) throw new InputError(`${outDirs[i]} and ${seen.get(key)} are both ${key}; an index needs one image per platform`);
-    seen.set(key, outDirs[i]!);
-  }
-  const names = new Set(images.map((i) => i.release.name));
-  const versions = new Set(images.map((i) => i.release.version));
-  const created = images.map((i) => i.release.created).sort().at(-1)!;
-  return pushTargets(ref, opts, items, (manifests) => ({
-    schemaVersion: 2,
-    mediaType: MT.index,
-    manifests,
-    annotations: {
-      [ANNOTATION.created]: created,
-      ...(names.size === 1 ? { [ANNOTATION.title]: [...names][0]! } : {}),
-      ...(versions.size === 1 ? { [ANNOTATION.version]: [...versions][0]! } : {}),
-    },
-  }));
 }
 
 /** Pushes the (first) image of any OCI layout directory as it is. */

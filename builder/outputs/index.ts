@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { OutputFormat } from './types.ts';
+import { DISK } from '../release/artifacts.ts';
 
 /**
  * The image formats a build can write from its disk, by name: what the profile's `outputs:`
@@ -8,7 +9,7 @@ import type { OutputFormat } from './types.ts';
  * the names without importing them.
  */
 export const OUTPUTS = {
-  raw: { description: 'the GPT disk as is, always written', file: 'disk.raw', builtIn: true },
+  raw: { description: 'the GPT disk as is, always written', file: DISK, builtIn: true },
   qcow2: {
     description: 'QEMU qcow2 v3, sparse',
     file: 'disk.qcow2',

@@ -1,24 +1,20 @@
 import type { z } from 'zod';
 import type { DiskImage } from './disk.ts';
+import type { WrittenOutput } from '../release/build-json.ts';
 
 /** What a build hands every output writer. */
 export interface OutputContext {
   /** The built disk.raw, with the ranges that hold data. */
   disk: DiskImage;
   build: { name: string; version: string; arch: string; epoch: number; profileDigest: string };
-  /** The build directory: the other artifacts (vmlinuz, initramfs.img, rootfs.squashfs, …) for formats that need them. */
+  /** The build directory: the other artifacts (builder/release/artifacts.ts) for formats that need them. */
   dir: string;
   /** Outputs already written by this build, by format name (an OVA reuses the VMDK). */
   made: ReadonlyMap<string, WrittenOutput>;
 }
 
 /** One output as build.json lists it. */
-export interface WrittenOutput {
-  format: string;
-  file: string;
-  sha256: string;
-  size: number;
-}
+export type { WrittenOutput } from '../release/build-json.ts';
 
 export interface FileDigest {
   sha256: string;

@@ -23,7 +23,6 @@ import { STATE_SEED_AREA } from '../disk/layout.ts';
  */
 
 export const SITE_ENV_PATH = 'etc/ossify/site.env';
-export const SITE_SEED_FILE = 'site.tar';
 /** The partition whose first bytes hold the seed (a plain tar: its end is marked by zero blocks). */
 export const SITE_SEED_PARTITION = 'STATE';
 

@@ -1,7 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BOOT_ARTIFACTS, bootLoaderArtifact, buildEspTree, espBootFiles, type EspSpec } from '../boot/esp.ts';
-import { ukiArtifact } from '../boot/entries.ts';
+import { buildEspTree, espBootFiles, type EspSpec } from '../boot/esp.ts';
 import { releaseBootOf } from '../boot/release-boot.ts';
 import { enrollmentFiles, signWithDb } from '../boot/secureboot/profile.ts';
 import { assembleDisk } from '../disk/assemble.ts';
@@ -11,6 +10,7 @@ import { bytesContent, hostFileContent, readContent } from '../tree/content.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { Extent } from '../util/extents.ts';
 import { baseDigestOf, slotVerity } from './shared.ts';
+import { BOOT_ARTIFACTS, bootLoaderArtifact, DISK, KERNEL, ROOTFS, ROOTFS_VERITY, ukiArtifact } from '../release/artifacts.ts';
 import { defineStep } from './step.ts';
 
 /** The A/B disk: the ESP (systemd-boot, loader entries or UKIs for slot A), the rootfs (and verity tree) in ROOT-A. */
@@ -20,10 +20,10 @@ export const disk = defineStep({
   reads: ['arch', 'name', 'version', 'kernel.cmdline', 'boot', 'disk', 'rootfs.verity', '$baseDigest', '$epoch'],
   needs: ['systemdBoot', 'secureBoot', 'initramfs'],
   mayUse: ['verity'],
-  readsFiles: ['vmlinuz', 'rootfs.squashfs', 'rootfs.verity', ukiArtifact('a')],
+  readsFiles: [KERNEL, ROOTFS, ROOTFS_VERITY, ukiArtifact('a')],
   makes: ['partitions', 'diskExtents'],
   // The installer image carries the ESP's shared boot files, so an install or upgrade from a registry writes what this disk has.
-  writes: [...BOOT_ARTIFACTS, 'disk.raw'],
+  writes: [...BOOT_ARTIFACTS, DISK],
   // fleet: a site's seed goes at the start of STATE; the disk before it is the same for every site.
   checkpoint: ({ partitions }, p) => (p.site === undefined ? undefined : partitions.find((x) => x.label === 'STATE')?.offset),
   async run({ systemdBoot, secureBoot, initramfs, verity }, env) {
@@ -41,7 +41,7 @@ export const disk = defineStep({
     for (const [name, content] of Object.entries(espBootFiles(shared))) if (content) await writeFileAtomic(join(work, name), await readContent(content));
     const esp = buildEspTree({
       ...shared,
-      ...(p.boot.entries === 'uki' ? { uki: await file(ukiArtifact('a')) } : { kernel: await file('vmlinuz'), initramfs: bytesContent(initramfs) }),
+      ...(p.boot.entries === 'uki' ? { uki: await file(ukiArtifact('a')) } : { kernel: await file(KERNEL), initramfs: bytesContent(initramfs) }),
       entry: { slot: 'a', generation: 1, name: p.name, version: p.version, cmdline: releaseBootOf(p, loaded.file).cmdline, ...(v ? { verity: v } : {}) },
       epoch: loaded.epoch,
     });
@@ -54,12 +54,12 @@ export const disk = defineStep({
       state: parseSize(p.disk.state),
     });
     const written: Extent[] = [];
-    const partitions = await assembleDisk(join(work, 'disk.raw'), {
+    const partitions = await assembleDisk(join(work, DISK), {
       layout,
       written,
       esp: { tree: esp, label: 'OSSIFY-ESP', serial: serialFrom(baseDigestOf(loaded)) },
       images: {
-        'ROOT-A': [{ path: join(work, 'rootfs.squashfs'), offset: 0 }, ...(verity ? [{ path: join(work, 'rootfs.verity'), offset: verity.hashOffset }] : [])],
+        'ROOT-A': [{ path: join(work, ROOTFS), offset: 0 }, ...(verity ? [{ path: join(work, ROOTFS_VERITY), offset: verity.hashOffset }] : [])],
       },
     });
     env.log(`${partitions.length} partitions`);

@@ -24,7 +24,7 @@ export const STEPS: readonly Step[] = [
   initramfs, //    3. busybox + /init + modules → initramfs.img
   rootfsTree, //   4. the root file tree from the rootfs inputs
   sbom, //         5. the SBOM, into the tree and beside it
-  squashfs, //     6. the tree → rootfs.squashfs
+  squashfs, //     6. the tree → the root image (squashfs)
   verity, //       7. rootfs.verity (rootfs.verity: true)
   kernel, //       8. vmlinuz
   uki, //          9. a UKI per slot (boot.entries: uki)

@@ -5,6 +5,7 @@ import { resolveModules } from '../kernel/index.ts';
 import type { Profile } from '../profile/schema.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { InputError } from '../util/errors.ts';
+import { INITRAMFS } from '../release/artifacts.ts';
 import { defineStep } from './step.ts';
 
 /** The initramfs: busybox, the generated /init, the resolved kernel modules and any programs, compressed. */
@@ -14,7 +15,7 @@ export const initramfs = defineStep({
   reads: ['arch', 'kernel', 'initramfs', 'rootfs.verity', '$epoch'],
   needs: ['kernelTree', 'kernelVersion', 'busybox'],
   makes: ['initramfs'],
-  writes: ['initramfs.img'],
+  writes: [INITRAMFS],
   fetches: true,
   async run({ kernelTree, kernelVersion, busybox }, env) {
     const p = env.profile;
@@ -23,7 +24,7 @@ export const initramfs = defineStep({
     const programs = p.initramfs.programs?.length ? (await programsTree(p.initramfs.programs, 'initramfs.programs', (i) => env.fetch(i))).tree : undefined;
     const tree = buildInitramfsTree({ busybox, modules: plan, kernelVersion, epoch: env.loaded.epoch, ...(programs ? { programs } : {}) });
     const bytes = await buildInitramfs(tree, p.initramfs.compression, p.initramfs.level);
-    await writeFileAtomic(join(env.work, 'initramfs.img'), bytes);
+    await writeFileAtomic(join(env.work, INITRAMFS), bytes);
     env.log(`${plan.modules.length} modules, ${bytes.length} bytes`);
     return { initramfs: bytes };
   },

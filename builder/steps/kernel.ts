@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { readContent } from '../tree/content.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
+import { KERNEL } from '../release/artifacts.ts';
 import { defineStep } from './step.ts';
 
 /** The kernel image beside the other artifacts. */
@@ -10,9 +11,9 @@ export const kernel = defineStep({
   reads: [],
   needs: ['vmlinuz'],
   makes: [],
-  writes: ['vmlinuz'],
+  writes: [KERNEL],
   async run({ vmlinuz }, env) {
-    await writeFileAtomic(join(env.work, 'vmlinuz'), await readContent(vmlinuz));
+    await writeFileAtomic(join(env.work, KERNEL), await readContent(vmlinuz));
     return {};
   },
 });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { writeSquashfs } from '../formats/squashfs/index.ts';
 import { parseSize } from '../profile/schema.ts';
 import { InputError } from '../util/errors.ts';
+import { ROOTFS } from '../release/artifacts.ts';
 import { defineStep } from './step.ts';
 
 /** The rootfs as a squashfs image, checked against the root slot's size. */
@@ -12,10 +13,10 @@ export const squashfs = defineStep({
   reads: ['rootfs.squashfs', 'disk.root', '$epoch'],
   needs: ['rootfs'],
   makes: [],
-  writes: ['rootfs.squashfs'],
+  writes: [ROOTFS],
   async run({ rootfs }, env) {
-    const s = env.profile.rootfs.squashfs;
-    const out = join(env.work, 'rootfs.squashfs');
+    const { squashfs: s } = env.profile.rootfs;
+    const out = join(env.work, ROOTFS);
     const opts: Parameters<typeof writeSquashfs>[2] = { compression: s.compression, blockSize: s.blockSize, mkfsTime: env.loaded.epoch };
     if (s.level !== undefined) opts.level = s.level;
     await writeSquashfs(rootfs, out, opts);

@@ -1,11 +1,12 @@
 import { join } from 'node:path';
-import { kernelCmdline, ukiArtifact, ukiOsRelease, SLOTS } from '../boot/entries.ts';
+import { kernelCmdline, ukiOsRelease, SLOTS } from '../boot/entries.ts';
 import { signWithDb } from '../boot/secureboot/profile.ts';
 import { buildUki } from '../boot/uki.ts';
 import { readContent } from '../tree/content.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { InputError } from '../util/errors.ts';
 import { slotVerity } from './shared.ts';
+import { ukiArtifact } from '../release/artifacts.ts';
 import { defineStep } from './step.ts';
 
 /** verified boot: one unified kernel image per slot (the command line names the slot), signed for Secure Boot. */

@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { pushBuild, type PushOptions, type PushResult } from '../oci/push.ts';
+import { pushBuild, type PushOptions, type PushResult } from '../release/push.ts';
 import { RegistryClient } from '../oci/registry.ts';
 import { attachBuildOutput, type AttachResult } from './attest.ts';
 

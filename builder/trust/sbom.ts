@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { type FileTree, compareBytes } from '../tree/tree.ts';
 import { bytesContent } from '../tree/content.ts';
 import { sha256Hex } from '../util/hash.ts';
+import type { SourceRecord } from '../release/build-json.ts';
 
 /**
  * The SPDX 2.3 (JSON) software bill of materials of a build: one package for the image,
@@ -18,12 +19,7 @@ export const SBOM_FILE = 'sbom.spdx.json';
 export const SPDX_MEDIA_TYPE = 'application/spdx+json';
 
 /** An input as build.json records it. */
-export interface SourceRecord {
-  kind: string;
-  name: string;
-  version?: string;
-  sha256?: string;
-}
+export type { SourceRecord } from '../release/build-json.ts';
 
 export interface SbomParams {
   name: string;

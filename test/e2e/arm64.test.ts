@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARCHES } from '../../builder/arch.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
 import { diskStatus, ossify, PROJECT_ROOT } from '../helpers/cli.ts';
 import { initramfsCpio, requireTool } from '../helpers/oracle.ts';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ossify, PROJECT_ROOT } from '../helpers/cli.ts';
 import { initramfsCpio, requireTool } from '../helpers/oracle.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 import { startRegistry } from '../helpers/registry.ts';
 import { createHash } from 'node:crypto';
 

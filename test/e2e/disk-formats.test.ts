@@ -5,7 +5,7 @@ import { buildRecord, ossify, PROJECT_ROOT } from '../helpers/cli.ts';
 import { tempDirs } from '../helpers/oracle-formats.ts';
 import { requireTool, run, runOk } from '../helpers/oracle.ts';
 import { sha256File } from '../../builder/util/hash.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 
 /**
  * The default profile built with every image format: each is what build.json says (sha256,

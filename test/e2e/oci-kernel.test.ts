@@ -11,7 +11,7 @@ import { loadInput } from '../../builder/inputs/index.ts';
 import { findKernel, resolveModules } from '../../builder/kernel/index.ts';
 import { MT } from '../../builder/oci/media-types.ts';
 import { RegistryClient, bytesBlobSource } from '../../builder/oci/registry.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 import { loadProfile } from '../../builder/profile/load.ts';
 import type { Input } from '../../builder/profile/schema.ts';
 import { readContent } from '../../builder/tree/content.ts';

@@ -8,7 +8,7 @@ import { join, relative } from 'node:path';
 import { Spdx23Document } from '../helpers/spdx23.ts';
 import { PROJECT_ROOT, ossify } from '../helpers/cli.ts';
 import { requireTool } from '../helpers/oracle.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 import type { SpdxDocument } from '../../builder/trust/sbom.ts';
 import type { Statement } from '../../builder/trust/provenance.ts';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { PROJECT_ROOT, ossify } from '../helpers/cli.ts';
 import { requireTool } from '../helpers/oracle.ts';
 import { type RegistryHandle, hostBusybox, makeBuildOutput, startRegistry } from '../helpers/registry.ts';
-import { pushBuild } from '../../builder/oci/push.ts';
+import { pushBuild } from '../../builder/release/push.ts';
 import { RegistryClient } from '../../builder/oci/registry.ts';
 import { MT } from '../../builder/oci/media-types.ts';
 import { verifyImageSignature } from '../../builder/trust/signatures.ts';

@@ -2,7 +2,7 @@ import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
 import { ossify, PROJECT_ROOT } from '../helpers/cli.ts';
 import { requireTool } from '../helpers/oracle.ts';

@@ -3,7 +3,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeLayout } from '../../builder/oci/installer-image.ts';
+import { describeLayout } from '../../builder/release/installer-image.ts';
 import { runDisk } from '../../builder/run/qemu.ts';
 import { buildProfile, buildRecord, diskStatus, ossifyOk, PROJECT_ROOT, slotOf } from '../helpers/cli.ts';
 import { requireTool, run } from '../helpers/oracle.ts';

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StatusReport } from '../../builder/installer/status.ts';
-import type { BuildRecord } from '../../builder/pipeline.ts';
+import type { BuildRecord } from '../../builder/release/build-json.ts';
 
 export const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const OSSIFY_BIN = fileURLToPath(new URL('../../bin/ossify.js', import.meta.url));

@@ -6,7 +6,7 @@ import https from 'node:https';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertStaticElf } from '../../builder/oci/installer-image.ts';
+import { assertStaticElf } from '../../builder/release/installer-image.ts';
 import { requireTool, runOk } from './oracle.ts';
 import { prng } from './prng.ts';
 

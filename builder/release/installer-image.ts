@@ -5,16 +5,16 @@ import { join } from 'node:path';
 import { gzipDeterministic } from '../util/gzip.ts';
 // The entrypoint is the on-device installer: the image upgrades the machine it runs on.
 import { DEVICE_SCRIPT } from '../installer/device-script.ts';
-import { BOOT_ARTIFACTS } from '../boot/esp.ts';
-import { encodeReleaseBoot, parseBuildBoot, ReleaseBootSchema, type ReleaseBoot } from '../boot/release-boot.ts';
-import { z } from 'zod';
 import { type TarEntry, writeTar } from '../formats/tar.ts';
 import { type Content, bytesContent, hostFileContent, readContent, textContent } from '../tree/content.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
 import { assertBinaryArch } from '../arch-check.ts';
 import { canonicalJson, sha256Hex } from '../util/hash.ts';
-import { gcLayout, hasBlob, initLayout, putBlobBytes, putBlobStream, putJson, readIndex, readManifest, writeIndex } from './layout.ts';
-import { ANNOTATION, type Descriptor, type ImageManifest, MT, type Platform, platformForArch } from './media-types.ts';
+import { gcLayout, hasBlob, initLayout, putBlobBytes, putBlobStream, putJson, readIndex, readManifest, writeIndex } from '../oci/layout.ts';
+import { ANNOTATION, type Descriptor, type ImageManifest, MT, type Platform, platformForArch } from '../oci/media-types.ts';
+import { BUILD_JSON, OPTIONAL_ARTIFACTS, PAYLOAD_REQUIRED, RELEASE_JSON, SITE_SEED } from './artifacts.ts';
+import { buildDigest, loadBuildJson, type BuildJson } from './build-json.ts';
+import { encodeRelease, parseRelease, releasesOfBuild, rfc3339, type Release } from './release-json.ts';
 
 /** Bumped whenever the image's structure changes, so a cached layout from an older ossify is rebuilt. */
 const IMAGE_FORMAT = 3; // 2: a site's release.json names its baseDigest; 3: release.json carries the boot record
@@ -22,65 +22,6 @@ const IMAGE_FORMAT = 3; // 2: a site's release.json names its baseDigest; 3: rel
 /** Inside the image: where the payload lives and what runs. */
 export const PAYLOAD_DIR = 'ossify/payload';
 export const INSTALL_SCRIPT = 'ossify/install.sh';
-export const PAYLOAD_REQUIRED = ['rootfs.squashfs', 'vmlinuz', 'initramfs.img'] as const;
-/**
- * Shipped when the build produced them: the dm-verity hash tree, the slots' unified kernel
- * images, and the ESP's shared boot files (systemd-boot as the ESP holds it — signed under
- * Secure Boot —, loader.conf, loader/keys/auto/{PK,KEK,db}.auth; see BOOT_ARTIFACTS).
- */
-export const PAYLOAD_OPTIONAL = ['rootfs.verity', 'uki-a.efi', 'uki-b.efi', ...BOOT_ARTIFACTS] as const;
-
-const Hex64 = z.string().regex(/^(sha256:)?[a-f0-9]{64}$/, 'must be a sha256 hex digest');
-const ArtifactSchema = z.looseObject({ sha256: Hex64, size: z.number().int().nonnegative() });
-export const BuildJsonSchema = z.looseObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be a plain name'),
-  version: z.string().min(1),
-  arch: z.string().min(1),
-  profileDigest: z.string().min(1),
-  epoch: z.number().int().nonnegative().optional(),
-  artifacts: z.record(z.string(), ArtifactSchema),
-  slots: z.looseObject({ rootSize: z.number().int().positive().optional() }).optional(),
-  timings: z.record(z.string(), z.number()).optional(),
-  roothash: z.string().optional(),
-  verity: z.looseObject({ roothash: z.string().optional() }).optional(),
-  source: z.string().optional(),
-  revision: z.string().optional(),
-  // fleet: a site build's base digest and site, and its site seed (artifact site.tar).
-  baseDigest: z.string().optional(),
-  site: z.looseObject({ name: z.string() }).optional(),
-  /** How the release boots (builder/boot/release-boot.ts); read with parseBuildBoot, which knows the older form. */
-  boot: z.unknown().optional(),
-  partitions: z.array(z.looseObject({ label: z.string(), size: z.number().int().positive() })).optional(),
-});
-export type BuildJson = z.infer<typeof BuildJsonSchema>;
-
-/** What the device (and `ossify pull`) reads to know what it is installing. */
-export interface Release {
-  schemaVersion: 1;
-  name: string;
-  version: string;
-  arch: string;
-  profileDigest: string;
-  /**
-   * fleet (docs/fleet.md): a site release's base digest (its profile's without `site:`), which
-   * the OS artifacts, disk GUIDs and FAT serial derive from; absent when it equals profileDigest.
-   */
-  baseDigest?: string;
-  created: string;
-  artifacts: Record<string, { sha256: string; size: number }>;
-  requirements: { minRootSlotSize: number };
-  roothash?: string;
-  /** How the release boots, as its build wrote disk.raw; absent in a release made by an older ossify. */
-  boot?: ReleaseBoot;
-  /** The partition sizes of its build's disk.raw (bytes), which a new disk gets; absent in a release made by an older ossify. */
-  disk?: ReleaseDisk;
-}
-
-export interface ReleaseDisk {
-  esp: number;
-  root: number;
-  state: number;
-}
 
 export interface InstallerImageOptions {
   /** A statically linked busybox (Debian busybox-static); its bytes go into the image. */
@@ -116,9 +57,6 @@ export interface LayerBlob {
   diffId: string;
 }
 
-/** The site seed of a site build: its own layer, beside the payload every site shares. */
-export const SITE_ARTIFACT = 'site.tar';
-
 async function cachedLayer(cache: LayerCache | undefined, layoutDir: string, key: string, make: () => Promise<LayerBlob>): Promise<LayerBlob> {
   const hit = await cache?.get(key, layoutDir);
   if (hit) return hit;
@@ -139,41 +77,6 @@ export interface InstallerImage {
   release: Release;
   /** True when the layout was already up to date and nothing was written. */
   cached: boolean;
-}
-
-export async function loadBuildJson(outDir: string): Promise<BuildJson> {
-  const p = join(outDir, 'build.json');
-  let text: string;
-  try {
-    text = await readFile(p, 'utf8');
-  } catch (err) {
-    throw new InputError(`${outDir} is not an ossify build output: cannot read build.json`, { cause: err, hint: 'run ossify build first, or pass out/<name>-<version>/' });
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new InputError(`${p} is not valid JSON`, { cause: err });
-  }
-  const r = BuildJsonSchema.safeParse(raw);
-  if (!r.success) {
-    const first = r.error.issues[0];
-    throw new InputError(`${p}: ${first ? `${first.path.join('.') || '(root)'}: ${first.message}` : 'invalid'}`);
-  }
-  return r.data;
-}
-
-/**
- * build.json without what varies between identical builds (timings) and what the installer
- * image does not carry (the disk's other image formats), as the layout's cache key.
- */
-export function buildDigest(build: BuildJson): string {
-  const { timings: _t, outputs: _o, ...rest } = build;
-  return `sha256:${sha256Hex(canonicalJson(rest))}`;
-}
-
-export function rfc3339(epoch: number): string {
-  return new Date(epoch * 1000).toISOString().replace(/\.000Z$/, 'Z');
 }
 
 function resolveEpoch(build: BuildJson, opts: InstallerImageOptions): number {
@@ -203,99 +106,6 @@ export function assertStaticElf(bytes: Uint8Array, origin: string): void {
       throw new InputError(`${origin} is dynamically linked; the installer image has no libc`, { hint });
     }
   }
-}
-
-/**
- * The release.json of a build output and of its base: the same for an OS build; for a site
- * build the first adds site.tar and names the base digest, the second (the payload layer's,
- * shared by every site of the base) describes the OS alone.
- */
-export function releasesOfBuild(build: BuildJson, created: string, origin: string): { release: Release; base: Release } {
-  for (const n of PAYLOAD_REQUIRED) {
-    if (!build.artifacts[n]) throw new InputError(`${origin} lists no ${n} artifact; a release needs ${PAYLOAD_REQUIRED.join(', ')}`, { hint: 'rebuild with ossify build' });
-  }
-  const artifacts: Release['artifacts'] = {};
-  for (const n of [...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL]) {
-    const a = build.artifacts[n];
-    if (a) artifacts[n] = { sha256: hexOf(a.sha256), size: a.size };
-  }
-  const roothash = build.verity?.roothash ?? build.roothash;
-  const boot = parseBuildBoot(build.boot, origin);
-  const part = (label: string) => build.partitions?.find((p) => p.label === label)?.size;
-  const [esp, root, state] = [part('ESP'), build.slots?.rootSize ?? part('ROOT-A'), part('STATE')];
-  const base: Release = {
-    schemaVersion: 1,
-    name: build.name,
-    version: build.version,
-    arch: build.arch,
-    profileDigest: build.profileDigest,
-    created,
-    artifacts,
-    requirements: { minRootSlotSize: artifacts['rootfs.squashfs']!.size + (artifacts['rootfs.verity']?.size ?? 0) },
-    ...(roothash !== undefined ? { roothash } : {}),
-    ...(boot ? { boot } : {}),
-    ...(esp !== undefined && root !== undefined && state !== undefined ? { disk: { esp, root, state } } : {}),
-  };
-  const site = build.artifacts[SITE_ARTIFACT];
-  if (!site) return { release: base, base };
-  return {
-    release: {
-      ...base,
-      // What the installer derives the disk's GUIDs and FAT serial from, as the build did.
-      ...(build.baseDigest !== undefined && build.baseDigest !== build.profileDigest ? { baseDigest: build.baseDigest } : {}),
-      artifacts: { ...artifacts, [SITE_ARTIFACT]: { sha256: hexOf(site.sha256), size: site.size } },
-    },
-    base: { ...base, profileDigest: build.baseDigest ?? build.profileDigest },
-  };
-}
-
-/** release.json: stable key order, one artifact per line so the script can read it without jq. */
-export function encodeRelease(r: Release): string {
-  const lines: string[] = ['{'];
-  lines.push(`  "schemaVersion": ${r.schemaVersion},`);
-  for (const k of ['name', 'version', 'arch', 'profileDigest', 'created'] as const) {
-    lines.push(`  ${JSON.stringify(k)}: ${JSON.stringify(r[k])},`);
-    if (k === 'profileDigest' && r.baseDigest !== undefined) lines.push(`  "baseDigest": ${JSON.stringify(r.baseDigest)},`);
-  }
-  if (r.roothash !== undefined) lines.push(`  "roothash": ${JSON.stringify(r.roothash)},`);
-  if (r.boot !== undefined) lines.push(...encodeReleaseBoot(r.boot));
-  if (r.disk !== undefined) lines.push(`  "disk": {"esp": ${r.disk.esp}, "root": ${r.disk.root}, "state": ${r.disk.state}},`);
-  lines.push(`  "requirements": {"minRootSlotSize": ${r.requirements.minRootSlotSize}},`);
-  lines.push('  "artifacts": {');
-  const names = Object.keys(r.artifacts).sort();
-  names.forEach((n, i) => {
-    const a = r.artifacts[n]!;
-    lines.push(`    ${JSON.stringify(n)}: {"sha256": ${JSON.stringify(a.sha256)}, "size": ${a.size}}${i < names.length - 1 ? ',' : ''}`);
-  });
-  lines.push('  }', '}', '');
-  return lines.join('\n');
-}
-
-const ReleaseSchema = z.looseObject({
-  schemaVersion: z.literal(1),
-  name: z.string(),
-  version: z.string(),
-  arch: z.string(),
-  profileDigest: z.string(),
-  baseDigest: z.string().optional(),
-  created: z.string(),
-  artifacts: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), z.object({ sha256: z.string().regex(/^[a-f0-9]{64}$/), size: z.number().int().nonnegative() })),
-  requirements: z.looseObject({ minRootSlotSize: z.number().int().nonnegative() }),
-  roothash: z.string().optional(),
-  boot: ReleaseBootSchema.optional(),
-  disk: z.looseObject({ esp: z.number().int().positive(), root: z.number().int().positive(), state: z.number().int().positive() }).optional(),
-});
-
-export function parseRelease(text: string, origin: string): Release {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new OssifyError(`${origin}: release.json is not valid JSON`, { cause: err });
-  }
-  const r = ReleaseSchema.safeParse(raw);
-  if (!r.success) throw new OssifyError(`${origin}: release.json is invalid: ${r.error.issues[0]?.path.join('.')}: ${r.error.issues[0]?.message}`);
-  return r.data as Release;
 }
 
 /** A file's content that fails the stream if its bytes are not the ones build.json recorded. */
@@ -372,7 +182,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   assertStaticElf(busyboxBytes, busyboxOrigin);
   assertBinaryArch(busyboxBytes, build.arch, busyboxOrigin, `pass a static busybox for ${build.arch} (busybox-static of that architecture)`);
 
-  const payloadNames = [...PAYLOAD_REQUIRED, ...PAYLOAD_OPTIONAL.filter((n) => build.artifacts[n] !== undefined)];
+  const payloadNames = [...PAYLOAD_REQUIRED, ...OPTIONAL_ARTIFACTS.filter((n) => build.artifacts[n] !== undefined)];
   for (const n of PAYLOAD_REQUIRED) {
     if (!build.artifacts[n]) throw new InputError(`${outDir}/build.json lists no ${n} artifact; an installer image needs ${PAYLOAD_REQUIRED.join(', ')}`);
   }
@@ -398,12 +208,12 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   // fleet: a site build's payload layer is its base's, byte for byte (release.json
   // names the base digest and the OS artifacts); the site layer adds site.tar and the site's
   // own release.json over it.
-  const site = build.artifacts[SITE_ARTIFACT];
+  const site = build.artifacts[SITE_SEED];
   if (site) {
-    const st = await stat(join(outDir, SITE_ARTIFACT)).catch(() => undefined);
-    if (st?.size !== site.size) throw new InputError(`${outDir}/${SITE_ARTIFACT} is missing or not the size build.json records`, { hint: 'rebuild with ossify build' });
+    const st = await stat(join(outDir, SITE_SEED)).catch(() => undefined);
+    if (st?.size !== site.size) throw new InputError(`${outDir}/${SITE_SEED} is missing or not the size build.json records`, { hint: 'rebuild with ossify build' });
   }
-  const { release, base: baseRelease } = releasesOfBuild(build, created, `${outDir}/build.json`);
+  const { release, base: baseRelease } = releasesOfBuild(build, created, `${outDir}/${BUILD_JSON}`);
   const releaseText = encodeRelease(release);
   const baseReleaseText = encodeRelease(baseRelease);
 
@@ -426,7 +236,7 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
   const payloadEntries: TarEntry[] = [
     { type: 'dir', path: 'ossify', mode: 0o755 },
     { type: 'dir', path: PAYLOAD_DIR, mode: 0o755 },
-    { type: 'file', path: `${PAYLOAD_DIR}/release.json`, mode: 0o644, content: textContent(baseReleaseText) },
+    { type: 'file', path: `${PAYLOAD_DIR}/${RELEASE_JSON}`, mode: 0o644, content: textContent(baseReleaseText) },
     ...payloadNames.map((n): TarEntry => ({ type: 'file', path: `${PAYLOAD_DIR}/${n}`, mode: 0o644, content: verifiedContent(join(outDir, n), n, build.artifacts[n]!) })),
   ];
   const payloadKey = sha256Hex(canonicalJson({ format: IMAGE_FORMAT, layer: 'payload', release: baseReleaseText, files: payloadNames.map((n) => [n, hexOf(build.artifacts[n]!.sha256), build.artifacts[n]!.size]), epoch }));
@@ -443,8 +253,8 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
         [
           { type: 'dir', path: 'ossify', mode: 0o755 },
           { type: 'dir', path: PAYLOAD_DIR, mode: 0o755 },
-          { type: 'file', path: `${PAYLOAD_DIR}/release.json`, mode: 0o644, content: textContent(releaseText) },
-          { type: 'file', path: `${PAYLOAD_DIR}/${SITE_ARTIFACT}`, mode: 0o644, content: verifiedContent(join(outDir, SITE_ARTIFACT), SITE_ARTIFACT, site) },
+          { type: 'file', path: `${PAYLOAD_DIR}/${RELEASE_JSON}`, mode: 0o644, content: textContent(releaseText) },
+          { type: 'file', path: `${PAYLOAD_DIR}/${SITE_SEED}`, mode: 0o644, content: verifiedContent(join(outDir, SITE_SEED), SITE_SEED, site) },
         ],
         { mtime: epoch },
       ),

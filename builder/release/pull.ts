@@ -7,10 +7,12 @@ import { createGunzip } from 'node:zlib';
 import { readTar } from '../formats/tar.ts';
 import { tempPathFor } from '../util/atomic.ts';
 import { InputError, OssifyError } from '../util/errors.ts';
-import { PAYLOAD_DIR, type Release, parseRelease } from './installer-image.ts';
-import { ANNOTATION, type Descriptor, type ImageIndex, type ImageManifest, MT, hostOciArch, isIndexMediaType, isManifestMediaType, platformForArch } from './media-types.ts';
-import { parseReference, repoName } from './reference.ts';
-import { RegistryClient, type RegistryClientOptions, type RegistryStats } from './registry.ts';
+import { ANNOTATION, type Descriptor, type ImageIndex, type ImageManifest, MT, hostOciArch, isIndexMediaType, isManifestMediaType, platformForArch } from '../oci/media-types.ts';
+import { parseReference, repoName } from '../oci/reference.ts';
+import { RegistryClient, type RegistryClientOptions, type RegistryStats } from '../oci/registry.ts';
+import { RELEASE_JSON } from './artifacts.ts';
+import { PAYLOAD_DIR } from './installer-image.ts';
+import { parseRelease, type Release } from './release-json.ts';
 
 export interface PullOptions extends RegistryClientOptions {
   /** Architecture to pick from an index (x86_64 or amd64 style); default this machine's. */
@@ -154,7 +156,7 @@ export async function pullRelease(refStr: string, outDir: string, opts: PullOpti
           if (e.type === 'dir') continue;
           if (e.type !== 'file' || !SAFE_NAME.test(name)) throw new OssifyError(`${reference}: unexpected ${what} entry ${JSON.stringify(e.path)}`);
           // Within a layer a name appears once; a later layer may only replace release.json.
-          if (seen.has(name) || (files.has(name) && name !== 'release.json')) throw new OssifyError(`${reference}: payload entry ${name} appears twice`);
+          if (seen.has(name) || (files.has(name) && name !== RELEASE_JSON)) throw new OssifyError(`${reference}: payload entry ${name} appears twice`);
           seen.add(name);
           if (files.has(name)) await rm(join(tmp, name));
           files.set(name, await writeVerifiedFile(join(tmp, name), e.body));
@@ -167,18 +169,18 @@ export async function pullRelease(refStr: string, outDir: string, opts: PullOpti
         if (`sha256:${diffHash.digest('hex')}` !== diffId) throw new OssifyError(`${reference}: ${what} layer content does not match its diff_id ${diffId}`);
       }
 
-      if (!files.has('release.json')) throw new OssifyError(`${reference}: payload has no release.json`);
-      const release = parseRelease(await readFile(join(tmp, 'release.json'), 'utf8'), reference);
+      if (!files.has(RELEASE_JSON)) throw new OssifyError(`${reference}: payload has no release.json`);
+      const release = parseRelease(await readFile(join(tmp, RELEASE_JSON), 'utf8'), reference);
       for (const [name, want] of Object.entries(release.artifacts)) {
         const got = files.get(name);
         if (!got) throw new OssifyError(`${reference}: release.json lists ${name} but the payload lacks it`);
         if (got.sha256 !== want.sha256 || got.size !== want.size) throw new OssifyError(`${reference}: ${name} does not match the sha256 and size in release.json`);
       }
       for (const name of files.keys()) {
-        if (name !== 'release.json' && !release.artifacts[name]) throw new OssifyError(`${reference}: payload file ${name} is not listed in release.json`);
+        if (name !== RELEASE_JSON && !release.artifacts[name]) throw new OssifyError(`${reference}: payload file ${name} is not listed in release.json`);
       }
 
-      await commitDir(tmp, final, [...files.keys()].filter((n) => n !== 'release.json').sort().concat('release.json'));
+      await commitDir(tmp, final, [...files.keys()].filter((n) => n !== RELEASE_JSON).sort().concat(RELEASE_JSON));
       return {
         reference,
         manifestDigest,
