@@ -4,6 +4,7 @@ import { SEED_PENDING_MARKER, SITE_ENV_PATH } from '../site/data.ts';
 import { STATE_SEED_AREA } from '../disk/layout.ts';
 import { composeShellScript } from '../shell/compose.ts';
 import { TEMP_SUFFIX } from './boot-state.ts';
+import { ROOTFS } from '../release/artifacts.ts';
 
 /**
  * The on-device installer, `/ossify/install.sh` in the installer image: a busybox `sh`
@@ -68,5 +69,6 @@ export const DEVICE_SCRIPT = composeShellScript(import.meta.url, './device.sh', 
   site_env_path: SITE_ENV_PATH,
   state_seed_area: STATE_SEED_AREA,
   entry_sort_key: ENTRY_SORT_KEY,
+  rootfs: ROOTFS,
   arches: archTable(),
 });

@@ -22,7 +22,7 @@ die() {
 
 usage() {
 	$bb cat <<'USAGE'
-ossify installer: this image carries one ossify release (rootfs.squashfs, vmlinuz,
+ossify installer: this image carries one ossify release (its root image, vmlinuz,
 initramfs.img, release.json; rootfs.verity and uki-a.efi, uki-b.efi when it was built
 with dm-verity and unified kernel images; site.tar for a site of a fleet) in /ossify/payload.
 
@@ -54,7 +54,7 @@ boot_string() { boot_value "$1" | $bb sed -e 's/^"\(.*\)"$/\1/' -e 's/\\\(.\)/\1
 
 verify_payload() {
 	[ -r "$release" ] || die "$release is missing: not a complete ossify installer payload"
-	for name in rootfs.squashfs vmlinuz initramfs.img; do
+	for name in $rootfs vmlinuz initramfs.img; do
 		artifacts | $bb grep -q "^$name " || die "release.json lists no $name"
 	done
 	# A here-document, not a pipe: die must end the script, not a subshell.
@@ -342,9 +342,9 @@ upgrade() {
 	espdev=$(part_dev ESP) || exit 1
 	is_mounted "$rootdev" && die "$label ($dev/$rootdev) is mounted; refusing to write it"
 	slot_bytes=$(( $($bb cat "$sys/class/block/$rootdev/size") * 512 ))
-	size=$(artifacts | $bb sed -n 's/^rootfs.squashfs [a-f0-9]* //p')
-	sha=$(artifacts | $bb sed -n 's/^rootfs.squashfs \([a-f0-9]*\) .*/\1/p')
-	[ "$size" -le "$slot_bytes" ] || die "rootfs.squashfs ($size bytes) does not fit $label ($slot_bytes bytes)"
+	size=$(artifacts | $bb sed -n "s/^$rootfs [a-f0-9]* //p")
+	sha=$(artifacts | $bb sed -n "s/^$rootfs \([a-f0-9]*\) .*/\1/p")
+	[ "$size" -le "$slot_bytes" ] || die "$rootfs ($size bytes) does not fit $label ($slot_bytes bytes)"
 
 	# dm-verity: the tree goes at the next 4 KiB after the squashfs; the entry pins its root.
 	verity=
@@ -361,11 +361,11 @@ upgrade() {
 		vblocks=$((vhashoffset / 4096))
 		[ "$($bb head -c 8 "$vtree" | $bb od -v -A n -t x1 | $bb tr -d ' \n')" = 7665726974790000 ] || die "rootfs.verity has no verity superblock"
 		sb_blocks=$($bb od -A n -t u8 -j 72 -N 8 "$vtree" | $bb tr -d ' \n')
-		[ "$sb_blocks" = "$vblocks" ] || die "rootfs.verity covers $sb_blocks blocks, rootfs.squashfs has $vblocks"
+		[ "$sb_blocks" = "$vblocks" ] || die "rootfs.verity covers $sb_blocks blocks, $rootfs has $vblocks"
 		salt_len=$($bb od -A n -t u2 -j 80 -N 2 "$vtree" | $bb tr -d ' \n')
 		vsalt=$($bb od -v -A n -t x1 -j 88 -N "$salt_len" "$vtree" | $bb tr -d ' \n')
 		[ -n "$vsalt" ] || vsalt=-
-		[ $((vhashoffset + vsize)) -le "$slot_bytes" ] || die "rootfs.squashfs and its verity tree ($((vhashoffset + vsize)) bytes) do not fit $label ($slot_bytes bytes)"
+		[ $((vhashoffset + vsize)) -le "$slot_bytes" ] || die "$rootfs and its verity tree ($((vhashoffset + vsize)) bytes) do not fit $label ($slot_bytes bytes)"
 	fi
 	uki=
 	if artifacts | $bb grep -q '^uki-a.efi '; then
@@ -434,7 +434,7 @@ upgrade() {
 	$bb rm -f "$esp/ossify/$target/release.json"
 	$bb sync
 
-	$bb dd if="$payload/rootfs.squashfs" of="$dev/$rootdev" bs=1M conv=notrunc,fsync 2>/dev/null || die "writing $label failed"
+	$bb dd if="$payload/$rootfs" of="$dev/$rootdev" bs=1M conv=notrunc,fsync 2>/dev/null || die "writing $label failed"
 	$bb sync
 	$bb blockdev --flushbufs "$dev/$rootdev" 2>/dev/null
 	echo 3 2>/dev/null > "$proc/sys/vm/drop_caches"
