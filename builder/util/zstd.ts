@@ -7,7 +7,7 @@ import { reusableZstd, type OneShot } from './zlib-handle.ts';
  * runtime has it and it is a release proven to write the same bytes as the WebAssembly build,
  * else `@bokuweb/zstd-wasm`. Both write one frame per call with the content size recorded and
  * no checksum (what mksquashfs and `ZSTD_compress` write), so an image does not depend on
- * which engine made it; test/zstd-engines.test.ts proves that on a runtime that has both.
+ * which engine made it; test/util/zstd-engines.test.ts proves that on a runtime that has both.
  */
 export interface ZstdCodec {
   readonly engine: ZstdEngine;
@@ -21,7 +21,7 @@ export type ZstdEngine = 'node' | 'wasm';
 
 /**
  * libzstd releases of Node's bundled copy whose output is byte-identical to the wasm build
- * at every level (checked by test/zstd-engines.test.ts). Another release may compress
+ * at every level (checked by test/util/zstd-engines.test.ts). Another release may compress
  * differently, so it is used for decompression only unless OSSIFY_ZSTD=node forces it.
  */
 export const NODE_ZSTD_SAME_BYTES = ['1.5.7'];

@@ -246,7 +246,7 @@ describe('A/B install, upgrade and fallback in QEMU', () => {
     it('just before the switch (--from the build output): v1 boots', () => killAt('switch', /OSSIFY-BOOT name=ossify-ab version=1\.0\.0 slot=a/, false, true), 300_000);
     it('just after the switch: v2 boots on trial, the rerun has nothing left to do', () => killAt('end', /OSSIFY-BOOT name=ossify-ab version=2\.0\.0 slot=b/), 300_000);
 
-    // Every step boundary is killed in test/installer.test.ts with small synthetic releases; these are the real ones.
+    // Every step boundary is killed in test/installer/installer.test.ts with small synthetic releases; these are the real ones.
     it.each(['retire-entry', 'esp-files:7000000', 'stage-entry'])('at %s: status, fsck.fat and sgdisk agree the previous release boots next', (point) => killAt(point), 120_000);
 
     it('by an outside SIGKILL at seeded random times', async () => {

@@ -1,6 +1,6 @@
 import { serveTasks } from '../../builder/util/worker.ts';
 
-/** A worker for test/worker-pool.test.ts: echoes, throws, or dies, as the task says. */
+/** A worker for test/util/worker-pool.test.ts: echoes, throws, or dies, as the task says. */
 serveTasks((task: { op: 'echo' | 'throw' | 'exit'; bytes: Uint8Array; wait?: number }) => {
   if (task.op === 'exit') process.exit(3);
   if (task.op === 'throw') throw new Error(`refused ${task.bytes.length} bytes`);

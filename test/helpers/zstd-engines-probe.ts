@@ -1,5 +1,5 @@
 /**
- * Run by test/zstd-engines.test.ts under a Node.js whose node:zlib has zstd: compresses a
+ * Run by test/util/zstd-engines.test.ts under a Node.js whose node:zlib has zstd: compresses a
  * corpus with both engines at many levels and writes the golden squashfs image with the engine
  * chosen automatically, printing one JSON report on stdout.
  */
