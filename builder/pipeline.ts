@@ -7,7 +7,7 @@ import { BOOT_ARTIFACTS } from './boot/esp.ts';
 import { DEFAULT_ARCH } from './arch.ts';
 // verified boot: the boot settings the release records
 import { releaseBootOf, type ReleaseBoot } from './boot/release-boot.ts';
-import { sha256File } from './util/hash.ts';
+import { fileDigest } from './util/sparse-hash.ts';
 import { OssifyError } from './util/errors.ts';
 import { runSteps, type ProgressMode } from './steps/progress.ts';
 import { STEPS } from './steps/index.ts';
@@ -144,7 +144,8 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
   const stageCache = opts.stageCacheDir !== undefined ? StageCache.at(opts.stageCacheDir) : StageCache.open(ctx.cacheDir);
   const run = new StageRun(ctx, STEPS, { ...(cacheOn ? { cache: stageCache } : {}), ...(opts.remoteCache ? { remote: opts.remoteCache } : {}) });
   // A digest the stage cache already knows (it verified or made the file) is not computed again: a disk is hundreds of MiB.
-  const digest = async (path: string) => (await run.digestOf(basename(path))) ?? { sha256: await sha256File(path), size: (await stat(path)).size };
+  // The disk's holes are hashed as the zeros they read as, not read: only its written ranges are.
+  const digest = async (path: string) => (await run.digestOf(basename(path))) ?? (await fileDigest(path, basename(path) === 'disk.raw' ? run.value('diskExtents') : undefined));
   try {
     const { timings } = await runSteps(run.tasks(), opts.progress);
     const verity = run.value('verity');
