@@ -6,7 +6,7 @@ import type { InputLock } from './inputs/index.ts';
 import { DEFAULT_ARCH } from './arch.ts';
 // verified boot: the boot settings the release records
 import { releaseBootOf } from './boot/release-boot.ts';
-import { sha256File } from './util/hash.ts';
+import { fileDigest } from './util/sparse-hash.ts';
 import { OssifyError } from './util/errors.ts';
 import { runSteps, type ProgressMode } from './steps/progress.ts';
 import { STEPS } from './steps/index.ts';
@@ -89,7 +89,8 @@ export async function build(loaded: LoadedProfile, opts: BuildOptions): Promise<
   const stageCache = opts.stageCacheDir !== undefined ? StageCache.at(opts.stageCacheDir) : StageCache.open(ctx.cacheDir);
   const run = new StageRun(ctx, STEPS, { ...(cacheOn ? { cache: stageCache } : {}), ...(opts.remoteCache ? { remote: opts.remoteCache } : {}) });
   // A digest the stage cache already knows (it verified or made the file) is not computed again: a disk is hundreds of MiB.
-  const digest = async (path: string) => (await run.digestOf(basename(path))) ?? { sha256: await sha256File(path), size: (await stat(path)).size };
+  // The disk's holes are hashed as the zeros they read as, not read: only its written ranges are.
+  const digest = async (path: string) => (await run.digestOf(basename(path))) ?? (await fileDigest(path, basename(path) === DISK ? run.value('diskExtents') : undefined));
   try {
     const { timings } = await runSteps(run.tasks(), opts.progress);
     const verity = run.value('verity');

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -195,6 +194,7 @@ export async function verifyReproducible(o: VerifyReproducibleOptions): Promise<
   if (!cli) throw new OssifyError('cannot tell which ossify CLI is running, so cannot run it again');
   const args = [...process.execArgv, resolve(cli), 'build', resolve(o.profileFile), '--out', out, '--cache-dir', resolve(o.cacheDir), '--json', ...(o.buildArgs ?? [])];
   // A umask can only be set inside the child: sh sets it and execs node (argv only, nothing interpolated).
+  const { execa } = await import('execa'); // loaded on demand: a plain build never needs it
   const child = await execa('sh', ['-c', 'umask "$1"; shift; exec "$@"', 'sh', environment.umask, process.execPath, ...args], {
     cwd: root,
     env: { TZ: environment.TZ, LC_ALL: environment.LC_ALL, LANG: environment.LANG },

@@ -1,6 +1,5 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { InputError, MissingToolError, OssifyError } from '../util/errors.ts';
 import { sha256File } from '../util/hash.ts';
 import { BlobCache, CacheCorruptError } from './cache.ts';
@@ -73,6 +72,7 @@ function unknownPackage(spec: string, arch: string, neededBy: string | undefined
 async function aptCacheShow(args: string[]): Promise<{ records: Map<string, Stanza[]> } | { error: string }> {
   let stdout: string;
   try {
+    const { execa } = await import('execa'); // loaded on demand: a locked or memoised build asks apt nothing
     stdout = (await execa('apt-cache', ['show', '--no-all-versions', ...args], { env: { LC_ALL: 'C' } })).stdout;
   } catch (err) {
     if (toolMissing(err)) throw new MissingToolError('apt-cache', 'apt', `needed to resolve the package ${args[0] ?? ''}`);
@@ -164,6 +164,7 @@ export async function fetchDeb(pkg: AptPackage, cache: BlobCache, log?: (line: s
   try {
     try {
       // Qualified by architecture: unqualified, apt would fetch the host's build of the same version.
+      const { execa } = await import('execa');
       await execa('apt-get', ['download', '-q', `${pkg.name}${pkg.architecture ? `:${pkg.architecture}` : ''}=${pkg.version}`], { cwd: scratch, env: { LC_ALL: 'C' } });
     } catch (err) {
       if (toolMissing(err)) throw new MissingToolError('apt-get', 'apt', `needed to download ${pkg.name}`);

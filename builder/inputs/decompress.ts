@@ -3,7 +3,6 @@ import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { Readable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { execa } from 'execa';
 import { InputError, MissingToolError, OssifyError } from '../util/errors.ts';
 import { isZstd, zstdDecompress } from './zstd.ts';
 import { xzDecode } from './xz-decode.ts';
@@ -41,6 +40,7 @@ function streamThrough(source: Source, transform: NodeJS.ReadWriteStream): Async
 
 async function* hostDecompress(kind: keyof typeof HOST_TOOLS, source: Source, origin: string): AsyncGenerator<Uint8Array> {
   const { tool, pkg, args } = HOST_TOOLS[kind];
+  const { execa } = await import('execa'); // loaded on demand: bzip2 inputs are rare
   const proc = execa(tool, [...args], {
     ...('bytes' in source ? { input: source.bytes } : { inputFile: source.path }),
     buffer: { stdout: false, stderr: true },

@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipDeterministic } from '../util/gzip.ts';
+import { gzipDeterministicAhead } from '../util/gzip-ahead.ts';
+import { baseLayerTar, INSTALL_SCRIPT } from './base-layer.ts';
 // The entrypoint is the on-device installer: the image upgrades the machine it runs on.
 import { DEVICE_SCRIPT } from '../installer/device-script.ts';
 import { type TarEntry, writeTar } from '../formats/tar.ts';
@@ -21,7 +23,7 @@ const IMAGE_FORMAT = 3; // 2: a site's release.json names its baseDigest; 3: rel
 
 /** Inside the image: where the payload lives and what runs. */
 export const PAYLOAD_DIR = 'ossify/payload';
-export const INSTALL_SCRIPT = 'ossify/install.sh';
+export { INSTALL_SCRIPT } from './base-layer.ts';
 
 export interface InstallerImageOptions {
   /** A statically linked busybox (Debian busybox-static); its bytes go into the image. */
@@ -219,17 +221,10 @@ export async function buildInstallerImage(outDir: string, opts: InstallerImageOp
 
   await initLayout(layoutDir);
 
-  // Layer 1: busybox and the script, small and compressible, so gzip.
-  const baseEntries: TarEntry[] = [
-    { type: 'dir', path: 'bin', mode: 0o755 },
-    { type: 'file', path: 'bin/busybox', mode: 0o755, content: bytesContent(busyboxBytes, busyboxOrigin) },
-    { type: 'symlink', path: 'bin/sh', target: 'busybox' },
-    { type: 'dir', path: 'ossify', mode: 0o755 },
-    { type: 'file', path: INSTALL_SCRIPT, mode: 0o755, content: textContent(DEVICE_SCRIPT) },
-  ];
+  // Layer 1: busybox and the script (base-layer.ts), maybe compressed ahead while the build ran.
   const baseBlob = await cachedLayer(opts.layerCache, layoutDir, sha256Hex(canonicalJson({ format: IMAGE_FORMAT, layer: 'base', busybox: sha256Hex(busyboxBytes), script: sha256Hex(DEVICE_SCRIPT), epoch })), async () => {
-    const baseTar = await collect(writeTar(baseEntries, { mtime: epoch }));
-    return { ...(await putBlobBytes(layoutDir, gzipDeterministic(baseTar))), diffId: `sha256:${sha256Hex(baseTar)}` };
+    const baseTar = await baseLayerTar(busyboxBytes, busyboxOrigin, epoch);
+    return { ...(await putBlobBytes(layoutDir, await gzipDeterministicAhead(baseTar))), diffId: `sha256:${sha256Hex(baseTar)}` };
   });
 
   // Layer 2: the payload, already compressed (squashfs, kernel, initramfs), so stored as is.

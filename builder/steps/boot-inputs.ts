@@ -1,6 +1,7 @@
 import { efiNames } from '../arch.ts';
 import { SYSTEMD_EFI_DIR } from '../boot/esp.ts';
 import { loadSecureBootKeys } from '../boot/secureboot/profile.ts';
+import { compressBaseLayerAhead } from '../release/base-layer.ts';
 import { checkArch, requireFile } from './shared.ts';
 import { defineStep } from './step.ts';
 
@@ -17,6 +18,8 @@ export const bootInputs = defineStep({
     const p = env.profile;
     const busybox = requireFile(await env.fetch(p.initramfs.busybox), 'bin/busybox', 'initramfs.busybox');
     await checkArch(p.arch, busybox, 'initramfs.busybox: bin/busybox', 'use a static busybox of that architecture (deb: busybox-static is fetched for it)');
+    // Not an output of the step: the installer image's base layer, compressed on a worker meanwhile (same bytes either way).
+    compressBaseLayerAhead(busybox, env.loaded.epoch).catch(() => {});
     const bootTree = await env.fetch(p.boot.systemdBoot);
     const efi = efiNames(p.arch);
     const systemdBoot = requireFile(bootTree, `${SYSTEMD_EFI_DIR}/${efi.systemdBoot}`, 'boot.systemdBoot');

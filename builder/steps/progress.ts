@@ -1,5 +1,3 @@
-import { Listr } from 'listr2';
-
 /**
  * Shows the build's steps as they run, with listr2 on a TTY and as plain lines otherwise (CI
  * logs), and records each step's time.
@@ -27,6 +25,7 @@ export async function runSteps(steps: readonly ProgressTask[], mode: ProgressMod
     timings[s.name] = Math.round(performance.now() - t0);
   };
   if (mode === 'tty') {
+    const { Listr } = await import('listr2'); // only a terminal needs it: CI logs and --json start faster
     const list = new Listr(
       steps.map((s) => ({
         title: s.name,

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { MissingToolError, OssifyError } from '../../util/errors.ts';
 
 /**
@@ -7,6 +6,7 @@ import { MissingToolError, OssifyError } from '../../util/errors.ts';
  */
 export async function runTool(tool: string, debianPackage: string, args: string[], why: string): Promise<{ stdout: string; stderr: string }> {
   try {
+    const { execa } = await import('execa'); // loaded when a tool runs: most builds run none
     const r = await execa(tool, args, { env: { LC_ALL: 'C' }, stdin: 'ignore' });
     return { stdout: String(r.stdout), stderr: String(r.stderr) };
   } catch (err) {
