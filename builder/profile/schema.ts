@@ -349,6 +349,11 @@ export const Profile = z
 
 export type Profile = z.infer<typeof Profile>;
 
+/** Whether a programs list (initramfs.programs) carries a program by one of these file names. */
+export function hasProgram(programs: readonly { path: string }[] | undefined, ...names: string[]): boolean {
+  return (programs ?? []).some((prog) => names.includes(prog.path.slice(prog.path.lastIndexOf('/') + 1)));
+}
+
 /**
  * What `rootfs.os.var: state` needs: device-mapper in the initramfs (a linear map of STATE
  * behind its seed area), dmsetup to make the map, mke2fs for the first boot's file system, and
@@ -360,10 +365,10 @@ function varOnStateIssues(p: { kernel: { modules: string[] }; initramfs: { progr
   if (!p.kernel.modules.some((m) => /^dm[-_]/.test(m))) {
     issues.push({ path: ['kernel', 'modules'], message: `a list that loads device-mapper (dm_mod, or dm_verity, which needs it) ${why}` });
   }
-  const programs = p.initramfs.programs ?? [];
+  const programs = p.initramfs.programs;
   const missing = [
-    ...(programs.some((prog) => /(^|\/)dmsetup$/.test(prog.path)) ? [] : ['{ path: sbin/dmsetup, from: { deb: dmsetup, depends: true } }']),
-    ...(programs.some((prog) => /(^|\/)(mke2fs|mkfs\.ext4)$/.test(prog.path)) ? [] : ['{ path: sbin/mke2fs, from: { deb: e2fsprogs, depends: true } }']),
+    ...(hasProgram(programs, 'dmsetup') ? [] : ['{ path: sbin/dmsetup, from: { deb: dmsetup, depends: true } }']),
+    ...(hasProgram(programs, 'mke2fs', 'mkfs.ext4') ? [] : ['{ path: sbin/mke2fs, from: { deb: e2fsprogs, depends: true } }']),
   ];
   if (missing.length) issues.push({ path: ['initramfs', 'programs'], message: `a list with ${missing.join(' and ')} ${why}` });
   const state = parseSize(p.disk.state);

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { programsTree } from '../elf/index.ts';
 import { buildInitramfs, buildInitramfsTree } from '../initramfs/index.ts';
 import { resolveModules } from '../kernel/index.ts';
-import type { Profile } from '../profile/schema.ts';
+import { hasProgram, type Profile } from '../profile/schema.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { InputError } from '../util/errors.ts';
 import { INITRAMFS } from '../release/artifacts.ts';
@@ -35,7 +35,7 @@ function checkVerityTools(p: Profile, plan: Awaited<ReturnType<typeof resolveMod
   if (!plan.modules.some((m) => m.name === 'dm_verity') && !plan.builtin.includes('dm_verity')) {
     throw new InputError('rootfs.verity is on, but kernel.modules does not load dm_verity', { hint: 'add dm_verity to kernel.modules (its dependencies dm_mod, dm_bufio, … are added automatically)' });
   }
-  if (!(p.initramfs.programs ?? []).some((prog) => /(^|\/)(dmsetup|veritysetup)$/.test(prog.path))) {
+  if (!hasProgram(p.initramfs.programs, 'dmsetup', 'veritysetup')) {
     throw new InputError('rootfs.verity is on, but the initramfs has no dmsetup to map the root', {
       hint: 'add to initramfs.programs:  - { path: sbin/dmsetup, from: { deb: dmsetup, depends: true } }',
     });
