@@ -50,6 +50,17 @@ export function abLayout(opts: { profileDigest: string; arch: string; esp: numbe
   };
 }
 
+/** The ESP's FAT volume label. */
+export const ESP_FAT_LABEL = 'OSSIFY-ESP';
+
+/**
+ * The ESP's FAT volume serial, from the profile digest instead of the clock: the build and
+ * every install of its release write the same one.
+ */
+export function espSerial(digest: string): number {
+  return parseInt(digest.replace(/^sha256:/, '').slice(0, 8), 16) >>> 0;
+}
+
 /** Whole-disk size: 1 MiB in front for the primary GPT, the partitions, 1 MiB behind for the backup. */
 export function diskSizeFor(layout: DiskLayout): number {
   return MiB + layout.partitions.reduce((n, p) => n + Math.ceil(p.size / MiB) * MiB, 0) + MiB;

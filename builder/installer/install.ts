@@ -1,7 +1,7 @@
 import { open, stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { buildEspTree } from '../boot/esp.ts';
-import { abLayout, diskSizeFor, MiB, STATE_SEED_AREA, type DiskLayout } from '../disk/layout.ts';
+import { abLayout, diskSizeFor, ESP_FAT_LABEL, espSerial, MiB, STATE_SEED_AREA, type DiskLayout } from '../disk/layout.ts';
 import { assembleDisk } from '../disk/assemble.ts';
 import { writeFat32 } from '../formats/fat/index.ts';
 import { planPartitions, readGpt, writeGpt } from '../formats/gpt.ts';
@@ -71,11 +71,6 @@ export interface InstallResult {
 
 const SCHEMA_DEFAULTS = { esp: 256 * MiB, root: 512 * MiB, state: 64 * MiB };
 const roundMiB = (n: number) => Math.ceil(n / MiB) * MiB;
-
-/** The FAT volume serial the build derives from the profile digest. */
-function serialFrom(digest: string): number {
-  return parseInt(digest.replace(/^sha256:/, '').slice(0, 8), 16) >>> 0;
-}
 
 /** fleet: what the build derived GUIDs and the FAT serial from (a site's base digest). */
 const diskDigest = (src: ReleaseSource) => src.release.baseDigest ?? src.release.profileDigest;
@@ -177,7 +172,7 @@ async function writeInPlace(c: Ctx, log: (line: string) => void): Promise<void> 
   }
   const esp = at('ESP');
   const io = partitionIo(disk, esp);
-  await writeFat32(c.esp!, { size: esp.size, label: 'OSSIFY-ESP', serial: serialFrom(diskDigest(src)), hiddenSectors: esp.offset / 512, zeroed: false }, io);
+  await writeFat32(c.esp!, { size: esp.size, label: ESP_FAT_LABEL, serial: espSerial(diskDigest(src)), hiddenSectors: esp.offset / 512, zeroed: false }, io);
   await disk.sync();
   log('ESP written');
   await writeGpt({ diskSize: disk.size, diskGuid: layout.diskGuid, partitions: planned }, { write: (o, d) => disk.write(o, d) });
@@ -237,7 +232,7 @@ function steps(): InstallerStep<Ctx>[] {
         }
         await assembleDisk(c.opts.disk, {
           layout: c.layout!,
-          esp: { tree: c.esp!, label: 'OSSIFY-ESP', serial: serialFrom(diskDigest(c.opts.source)) },
+          esp: { tree: c.esp!, label: ESP_FAT_LABEL, serial: espSerial(diskDigest(c.opts.source)) },
           images: {
             'ROOT-A': [
               { path: c.opts.source.path(ROOTFS), offset: 0 },

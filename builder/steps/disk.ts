@@ -4,7 +4,7 @@ import { buildEspTree, espBootFiles, type EspSpec } from '../boot/esp.ts';
 import { releaseBootOf } from '../boot/release-boot.ts';
 import { enrollmentFiles, signWithDb } from '../boot/secureboot/profile.ts';
 import { assembleDisk } from '../disk/assemble.ts';
-import { abLayout } from '../disk/layout.ts';
+import { abLayout, ESP_FAT_LABEL, espSerial } from '../disk/layout.ts';
 import { parseSize } from '../profile/schema.ts';
 import { bytesContent, hostFileContent, readContent } from '../tree/content.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
@@ -57,7 +57,7 @@ export const disk = defineStep({
     const partitions = await assembleDisk(join(work, DISK), {
       layout,
       written,
-      esp: { tree: esp, label: 'OSSIFY-ESP', serial: serialFrom(baseDigestOf(loaded)) },
+      esp: { tree: esp, label: ESP_FAT_LABEL, serial: espSerial(baseDigestOf(loaded)) },
       images: {
         'ROOT-A': [{ path: join(work, ROOTFS), offset: 0 }, ...(verity ? [{ path: join(work, ROOTFS_VERITY), offset: verity.hashOffset }] : [])],
       },
@@ -66,8 +66,3 @@ export const disk = defineStep({
     return { partitions, diskExtents: written };
   },
 });
-
-/** The FAT volume serial, derived from the profile digest instead of the clock. */
-function serialFrom(digest: string): number {
-  return parseInt(digest.replace(/^sha256:/, '').slice(0, 8), 16) >>> 0;
-}
